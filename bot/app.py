@@ -1,0 +1,112 @@
+"""Composition root: engine, services, scheduler, outbox, transport."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.dispatch import Dispatcher
+from bot.handlers import build_router
+from bot.scheduler.runner import JobRunner
+from bot.services.base import ServiceContext
+from bot.services.clock import Clock, system_clock
+from bot.services.communities import CommunityService
+from bot.services.demands import DemandService
+from bot.services.people import PeopleService
+from bot.services.roles import AdminCache, Roles
+from bot.storage.db import make_engine, make_session_factory, migrate
+from bot.transport.base import Transport
+from bot.transport.factory import make_transport
+from bot.transport.outbox import OutboxWorker
+from bot.transport.port import BotApi
+from bot.transport.sender import Sender, SendLimits
+from config.settings import Settings
+
+log = logging.getLogger("linli.app")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    ctx: ServiceContext
+    sender: Sender
+    api: BotApi
+    people: PeopleService
+    communities: CommunityService
+    demands: DemandService
+    jobs: JobRunner
+    outbox: OutboxWorker
+    transport: Transport
+
+    @property
+    def bot_user_id(self) -> int | None:
+        return self.transport.bot_user.id if self.transport.bot_user else None
+
+
+def send_limits(settings: Settings) -> SendLimits:
+    return SendLimits(
+        global_per_second=settings.send_rate_global,
+        per_chat_per_second=settings.send_rate_per_chat,
+        per_group_per_minute=settings.send_rate_per_group,
+    )
+
+
+class App:
+    """The running bot. `start()` migrates, arms timers, begins delivery and polling."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: Transport | None = None,
+        engine: AsyncEngine | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings.database_url)
+        self._own_engine = engine is None
+        self.transport = transport or make_transport(
+            settings.bot_framework, settings.bot_token, settings.telegram_api_base, poll_timeout=settings.poll_timeout
+        )
+        sessions = make_session_factory(self.engine)
+        sender = Sender(self.transport.api, send_limits(settings))
+        roles = Roles(settings.superadmins, AdminCache(self.transport.api.get_chat_member_status, settings.admin_cache_seconds))
+        ctx = ServiceContext(sessions=sessions, roles=roles, settings=settings, clock=clock)
+        outbox = OutboxWorker(sessions, sender, clock=clock, lease=settings.outbox_lease_seconds)
+        jobs = JobRunner(sessions, clock=clock, sweep_seconds=settings.scheduler_sweep_seconds, after_run=outbox.wake)
+        ctx.wake_outbox = outbox.wake
+        ctx.wake_jobs = jobs.wake
+        demands = DemandService(ctx)
+        demands.register_jobs(jobs)
+        self.services = Services(
+            settings=settings,
+            ctx=ctx,
+            sender=sender,
+            api=self.transport.api,
+            people=PeopleService(ctx),
+            communities=CommunityService(ctx),
+            demands=demands,
+            jobs=jobs,
+            outbox=outbox,
+            transport=self.transport,
+        )
+        self.dispatcher = Dispatcher(self.services, build_router())
+
+    async def start(self) -> None:
+        await migrate(self.engine)
+        await self.services.outbox.start()
+        await self.services.jobs.start()
+        await self.transport.start(self.dispatcher.on_event)
+        log.info("Linli is running on %s", self.settings.bot_framework)
+
+    async def stop(self) -> None:
+        # Finish what is in hand before the HTTP session closes: timers, handlers, deliveries.
+        await self.services.jobs.stop()
+        await self.dispatcher.stop()
+        await self.services.outbox.stop()
+        await self.services.sender.close()
+        await self.transport.stop()
+        if self._own_engine:
+            await self.engine.dispose()

@@ -1,0 +1,175 @@
+"""From an Event to a handler and back out through the sender.
+
+Events of one chat are handled in order, one at a time; chats run side by side, so a slow or
+failing chat never stalls another. Replies are handed to the sender without waiting for them
+to go out (the sender keeps per-chat order and Telegram's limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from bot.handlers.base import Context, Router
+from bot.services.errors import ChooseCommunity, UserError
+from bot.services.notify import locale_of
+from bot.storage.models import Conversation
+from bot.transport.port import Button, CallbackAnswer, Event, EventKind, Keyboard, OutMessage
+from bot.ui.i18n import Translator
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+log = logging.getLogger("linli.dispatch")
+
+
+class Dispatcher:
+    def __init__(self, services: Services, router: Router) -> None:
+        self.services = services
+        self.router = router
+        self._queues: dict[int, asyncio.Queue[Event]] = {}
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._sends: set[asyncio.Task[None]] = set()
+        self.handled = 0
+
+    async def on_event(self, event: Event) -> None:
+        """Called by the transport for every update; returns at once."""
+        key = event.chat.id
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = asyncio.Queue()
+        queue.put_nowait(event)
+        if key not in self._workers:
+            self._workers[key] = asyncio.create_task(self._drain(key, queue), name=f"chat-{key}")
+
+    async def _drain(self, key: int, queue: asyncio.Queue[Event]) -> None:
+        try:
+            while not queue.empty():
+                event = queue.get_nowait()
+                try:
+                    await self.handle(event)
+                except Exception:
+                    log.exception("update %s in chat %s failed", event.update_id, key)
+                finally:
+                    self.handled += 1
+        finally:
+            del self._workers[key]
+            if queue.empty():
+                self._queues.pop(key, None)
+            else:  # an event arrived between the last get and the cleanup
+                self._workers[key] = asyncio.create_task(self._drain(key, queue), name=f"chat-{key}")
+
+    async def idle(self, timeout: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self._workers or self._sends) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        await self.idle()
+
+    # ---- one event
+
+    async def handle(self, event: Event) -> None:
+        svc = self.services
+        observed = await svc.people.observe(event)
+        locale = locale_of(observed.user, observed.community, svc.settings.default_locale)
+        ctx = Context(event, svc, observed.user, observed.chat, Translator(locale), router=self.router)
+        try:
+            await self._route(ctx)
+        except ChooseCommunity as exc:
+            ctx.reply(ctx.t("err_choose_community"), self._choice_keyboard(ctx, exc.options))
+            ctx.answer()
+        except UserError as exc:
+            text = ctx.t(exc.key, **exc.params)
+            if event.kind == EventKind.CALLBACK:
+                ctx.answer(str(text), alert=True)
+            else:
+                ctx.reply(text, quote=event.chat.is_group)
+        except Exception:
+            log.exception("handler failed for %s", event)
+            ctx.messages.clear()
+            if event.kind == EventKind.CALLBACK:
+                ctx.answer(str(ctx.t("err_internal")), alert=True)
+            elif event.kind == EventKind.MESSAGE and (event.command or event.chat.is_private):
+                ctx.reply(ctx.t("err_internal"))
+        self._flush(ctx)
+
+    def _choice_keyboard(self, ctx: Context, options: list[tuple[int, str]]) -> Keyboard:
+        # Re-run the same command for the chosen community: data "pick:<community>:<command> <args>"
+        cmd = f"{ctx.event.command or ''} {ctx.event.args}".strip()
+        rows = []
+        for cid, name in options:
+            data = f"pick:{cid}:{cmd}"
+            if len(data.encode()) > 64:
+                data = f"pick:{cid}:{ctx.event.command or ''}"[:64]
+            rows.append([Button(name, data)])
+        return Keyboard.of(*rows)
+
+    async def _route(self, ctx: Context) -> None:
+        event = ctx.event
+        router = self.router
+        if event.kind == EventKind.MEMBER:
+            for fn in router.member_handlers:
+                await fn(ctx)
+            return
+        if event.kind == EventKind.CALLBACK:
+            data = event.callback_data or ""
+            fn = router.callbacks.get(data.split(":", 1)[0])
+            if fn is None:
+                ctx.answer()
+                return
+            await fn(ctx)
+            return
+        if event.command:
+            fn, match = router.find_command(event.command)
+            if fn is not None:
+                ctx.match = match
+                await fn(ctx)
+            elif event.chat.is_private:
+                ctx.reply(ctx.t("err_unknown_command"))
+            return
+        # Free text: a form in progress first, then triggers such as #诉求.
+        if ctx.user is not None:
+            conv = await self._conversation(ctx)
+            if conv is not None and conv.kind in router.forms:
+                await router.forms[conv.kind](ctx)
+                return
+        for when, fn in router.texts:
+            if when(ctx):
+                await fn(ctx)
+                return
+        if event.chat.is_private:
+            ctx.reply(ctx.t("hint_private_text"))
+
+    async def _conversation(self, ctx: Context) -> Conversation | None:
+        async with self.services.ctx.read() as s:
+            return await s.scalar(
+                select(Conversation).where(
+                    Conversation.user_id == ctx.event.user.id, Conversation.chat_id == ctx.event.chat.id
+                )
+            )
+
+    def _flush(self, ctx: Context) -> None:
+        event = ctx.event
+        answer = ctx.callback_answer
+        if event.kind == EventKind.CALLBACK and answer is None and event.callback_id:
+            answer = CallbackAnswer(event.callback_id)  # stop the spinner even when nothing to say
+        if not ctx.messages and answer is None:
+            return
+        task = asyncio.create_task(self._send(list(ctx.messages), answer))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(self, messages: list[OutMessage], answer: CallbackAnswer | None) -> None:
+        sender = self.services.sender
+        try:
+            if answer is not None:
+                await sender.answer_callback(answer)
+            for msg in messages:
+                await sender.send(msg)
+        except Exception:
+            log.exception("sending replies failed")

@@ -1,0 +1,14 @@
+"""Neutral chat handlers, one module per capability, included in order."""
+
+from __future__ import annotations
+
+from bot.handlers.base import Router
+
+
+def build_router() -> Router:
+    from bot.handlers import core, demands, setup
+
+    root = Router()
+    for module in (core, setup, demands):
+        root.include(module.router)
+    return root

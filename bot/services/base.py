@@ -1,0 +1,57 @@
+"""What every service gets: sessions, roles, the clock, the outbox and the job table."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+
+from bot.services.clock import Clock, system_clock
+from bot.services.roles import Roles
+from bot.storage.models import Job, Outbox
+from config.settings import Settings
+
+
+@event.listens_for(Session, "before_flush")
+def _note_new_work(session: Session, _ctx: object, _instances: object) -> None:
+    # Remember whether this unit of work queued messages or timers, to wake only what has work.
+    for obj in session.new:
+        if isinstance(obj, Outbox):
+            session.info["outbox"] = True
+        elif isinstance(obj, Job):
+            session.info["jobs"] = True
+
+
+def _noop() -> None:
+    return None
+
+
+@dataclass
+class ServiceContext:
+    sessions: async_sessionmaker[AsyncSession]
+    roles: Roles
+    settings: Settings
+    clock: Clock = system_clock
+    # Called after a commit that wrote outbox rows or jobs, so delivery and timers wake at once.
+    wake_outbox: Callable[[], None] = field(default=_noop)
+    wake_jobs: Callable[[], None] = field(default=_noop)
+
+    @asynccontextmanager
+    async def tx(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commit on success, roll back on any error, then wake the workers."""
+        async with self.sessions() as session:
+            async with session.begin():
+                yield session
+            if session.info.pop("outbox", False):
+                self.wake_outbox()
+            if session.info.pop("jobs", False):
+                self.wake_jobs()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            yield session

@@ -1,0 +1,225 @@
+"""People: who they are, what language they speak, what we keep about them, and forgetting it."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+
+from bot.services.base import ServiceContext
+from bot.services.errors import UserError
+from bot.services.roles import PRESENT, CommunityRoles
+from bot.storage.models import (
+    AuditEntry,
+    Base,
+    Chat,
+    ChatMember,
+    Community,
+    Conversation,
+    Demand,
+    DemandEvent,
+    DemandFollower,
+    Secretary,
+    User,
+)
+from bot.storage.upsert import upsert
+from bot.transport.port import Event, EventKind
+from bot.ui.i18n import LOCALES
+
+
+class _TtlSet:
+    """Remembers keys for a while, to skip writes the database already has."""
+
+    def __init__(self, ttl: float, cap: int = 100_000) -> None:
+        self.ttl, self.cap = ttl, cap
+        self._items: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any:
+        hit = self._items.get(key)
+        if hit and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        return None
+
+    def put(self, key: Any, value: Any = True) -> None:
+        if len(self._items) >= self.cap:
+            self._items.clear()
+        self._items[key] = (time.monotonic(), value)
+
+    def drop(self, key: Any) -> None:
+        self._items.pop(key, None)
+
+    def drop_where(self, pred: Any) -> None:
+        for k in [k for k in self._items if pred(k)]:
+            del self._items[k]
+
+
+@dataclass
+class Observed:
+    user: User | None
+    chat: Chat | None
+    community: Community | None
+
+
+def _row_dict(obj: Base) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for col in obj.__table__.columns:  # type: ignore[attr-defined]
+        val = getattr(obj, col.key)
+        if isinstance(val, datetime):
+            val = val.isoformat()
+        elif isinstance(val, bytes):
+            val = f"<{len(val)} bytes>"
+        out[col.key] = val
+    return out
+
+
+class PeopleService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self._users = _TtlSet(600)
+        self._seen = _TtlSet(600)
+        self._chats = _TtlSet(600)
+
+    async def observe(self, event: Event) -> Observed:
+        """Record the user (and chat, and membership of a bound chat) behind an update."""
+        u, c = event.user, event.chat
+        private = c.is_private
+        async with self.ctx.tx() as s:
+            if not u.is_bot:
+                snapshot = (u.first_name, u.last_name, u.username, u.language_code)
+                cached = self._users.get(u.id)
+                if cached is None or cached[0] != snapshot or (private and not cached[1]):
+                    values: dict[str, Any] = {
+                        "id": u.id,
+                        "first_name": u.first_name[:128],
+                        "last_name": (u.last_name or None) and u.last_name[:128],
+                        "username": u.username,
+                        "telegram_language": u.language_code,
+                    }
+                    update_cols = ["first_name", "last_name", "username", "telegram_language"]
+                    if private:
+                        values["started"] = True
+                        update_cols.append("started")
+                    await upsert(s, User, values, ["id"], update_cols)
+                    started = private or bool(cached and cached[1])
+                    if not private and cached is None:
+                        row = await s.get(User, u.id)
+                        started = bool(row and row.started)
+                    self._users.put(u.id, (snapshot, started))
+            if c.is_group:
+                chat_snapshot = (c.title, c.is_forum)
+                if self._chats.get(c.id) != chat_snapshot:
+                    await upsert(
+                        s, Chat, {"id": c.id, "type": c.type, "title": c.title, "is_forum": c.is_forum}, ["id"],
+                        ["type", "title", "is_forum"],
+                    )
+                    self._chats.put(c.id, chat_snapshot)
+            user = await s.get(User, u.id) if not u.is_bot else None
+            chat = await s.get(Chat, c.id) if c.is_group else None
+            community = await s.get(Community, chat.community_id) if chat and chat.community_id else None
+            # A message or a button press in a bound chat shows the user is in it.
+            if (
+                chat is not None
+                and chat.kind
+                and user is not None
+                and event.kind in (EventKind.MESSAGE, EventKind.CALLBACK)
+                and not self._seen.get((c.id, u.id))
+            ):
+                await upsert(s, ChatMember, {"chat_id": c.id, "user_id": u.id, "status": "member"}, ["chat_id", "user_id"])
+                self._seen.put((c.id, u.id))
+        return Observed(user, chat, community)
+
+    async def record_presence(self, chat_id: int, user_id: int, status: str) -> None:
+        """Telegram reported a join, leave or promotion in a chat."""
+        async with self.ctx.tx() as s:
+            if status in PRESENT:
+                await upsert(
+                    s, ChatMember, {"chat_id": chat_id, "user_id": user_id, "status": status}, ["chat_id", "user_id"],
+                    ["status"],
+                )
+                self._seen.put((chat_id, user_id))
+            else:
+                await s.execute(delete(ChatMember).where(ChatMember.chat_id == chat_id, ChatMember.user_id == user_id))
+                self._seen.drop((chat_id, user_id))
+        self.ctx.roles.admins.note(chat_id, user_id, status)
+
+    async def ensure_user(self, user_id: int, first_name: str, username: str | None = None) -> None:
+        async with self.ctx.tx() as s:
+            await upsert(s, User, {"id": user_id, "first_name": first_name[:128], "username": username}, ["id"])
+
+    async def set_language(self, user_id: int, arg: str) -> str:
+        lang = arg.strip().lower()
+        if lang not in LOCALES:
+            raise UserError("err_lang_usage")
+        async with self.ctx.tx() as s:
+            await s.execute(update(User).where(User.id == user_id).values(language=lang))
+        return lang
+
+    async def roles(self, user_id: int) -> list[CommunityRoles]:
+        async with self.ctx.read() as s:
+            return await self.ctx.roles.communities_of(s, user_id)
+
+    async def find_by_username(self, username: str) -> User | None:
+        name = username.lstrip("@").lower()
+        async with self.ctx.read() as s:
+            rows = await s.scalars(select(User).where(User.username.is_not(None)))
+            for row in rows:
+                if row.username and row.username.lower() == name:
+                    return row
+        return None
+
+    async def export(self, user_id: int) -> bytes:
+        """/mydata: every row that is about this user, as one JSON document."""
+        async with self.ctx.read() as s:
+            user = await s.get(User, user_id)
+            doc: dict[str, Any] = {
+                "user": _row_dict(user) if user else None,
+                "chats": [
+                    _row_dict(r) for r in await s.scalars(select(ChatMember).where(ChatMember.user_id == user_id))
+                ],
+                "secretary_of": [
+                    _row_dict(r) for r in await s.scalars(select(Secretary).where(Secretary.user_id == user_id))
+                ],
+                "conversations": [
+                    _row_dict(r) for r in await s.scalars(select(Conversation).where(Conversation.user_id == user_id))
+                ],
+                "demands_filed": [
+                    _row_dict(r)
+                    for r in await s.scalars(
+                        select(Demand).where(or_(Demand.submitter_id == user_id, Demand.filed_by_id == user_id))
+                    )
+                ],
+                "demands_assigned": [
+                    _row_dict(r) for r in await s.scalars(select(Demand).where(Demand.assignee_id == user_id))
+                ],
+                "demand_timeline": [
+                    _row_dict(r) for r in await s.scalars(select(DemandEvent).where(DemandEvent.actor_id == user_id))
+                ],
+                "following": [
+                    _row_dict(r) for r in await s.scalars(select(DemandFollower).where(DemandFollower.user_id == user_id))
+                ],
+                "audit_log": [
+                    _row_dict(r) for r in await s.scalars(select(AuditEntry).where(AuditEntry.actor_id == user_id))
+                ],
+            }
+        return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8")
+
+    async def forget(self, user_id: int) -> None:
+        """/forget: erase the person. Demands they filed stay, anonymised, so the rates hold."""
+        async with self.ctx.tx() as s:
+            await s.execute(update(Demand).where(Demand.submitter_id == user_id).values(submitter_id=None))
+            await s.execute(update(Demand).where(Demand.filed_by_id == user_id).values(filed_by_id=None))
+            await s.execute(update(Demand).where(Demand.assignee_id == user_id).values(assignee_id=None))
+            await s.execute(update(DemandEvent).where(DemandEvent.actor_id == user_id).values(actor_id=None))
+            await s.execute(update(AuditEntry).where(AuditEntry.actor_id == user_id).values(actor_id=None))
+            await s.execute(update(Community).where(Community.created_by == user_id).values(created_by=None))
+            await s.execute(update(Chat).where(Chat.bound_by == user_id).values(bound_by=None))
+            for model in (ChatMember, Secretary, Conversation, DemandFollower):
+                await s.execute(delete(model).where(model.user_id == user_id))  # type: ignore[attr-defined]
+            await s.execute(delete(User).where(User.id == user_id))
+            s.add(AuditEntry(action="forget", details={}))
+        self._users.drop(user_id)
+        self._seen.drop_where(lambda k: k[1] == user_id)

@@ -1,0 +1,200 @@
+"""Who is what in which community. Every service asks here before it changes anything."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.services.errors import Denied
+from bot.storage.models import Chat, ChatMember, Community, Secretary
+
+log = logging.getLogger("linli.roles")
+
+ADMIN = frozenset({"creator", "administrator"})
+PRESENT = frozenset({"creator", "administrator", "member", "restricted"})
+
+StatusLookup = Callable[[int, int], Awaitable[str]]
+
+
+@dataclass
+class CommunityRoles:
+    community_id: int
+    name: str
+    secretary: bool = False
+    member: bool = False
+    resident: bool = False
+    secretary_sources: set[str] = field(default_factory=set)
+
+    @property
+    def names(self) -> list[str]:
+        out = []
+        if self.secretary:
+            out.append("secretary")
+        if self.member:
+            out.append("member")
+        if self.resident:
+            out.append("resident")
+        return out
+
+
+class AdminCache:
+    """Telegram admin status per (chat, user), cached for minutes, not forever."""
+
+    def __init__(self, lookup: StatusLookup, ttl: float) -> None:
+        self._lookup = lookup
+        self._ttl = ttl
+        self._cache: dict[tuple[int, int], tuple[float, str]] = {}
+
+    async def status(self, chat_id: int, user_id: int) -> str:
+        key = (chat_id, user_id)
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit and now - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            status = await self._lookup(chat_id, user_id)
+        except Exception as exc:  # Telegram unreachable or bot not in the chat: not an admin
+            log.warning("getChatMember %s/%s failed: %s", chat_id, user_id, exc)
+            return hit[1] if hit else "unknown"
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[key] = (now, status)
+        return status
+
+    async def is_admin(self, chat_id: int, user_id: int) -> bool:
+        return await self.status(chat_id, user_id) in ADMIN
+
+    def forget(self, chat_id: int, user_id: int | None = None) -> None:
+        if user_id is not None:
+            self._cache.pop((chat_id, user_id), None)
+        else:
+            for key in [k for k in self._cache if k[0] == chat_id]:
+                del self._cache[key]
+
+    def note(self, chat_id: int, user_id: int, status: str) -> None:
+        """A status Telegram just reported in an update is fresher than the cache."""
+        self._cache[(chat_id, user_id)] = (time.monotonic(), status)
+
+
+class Roles:
+    def __init__(self, superadmins: Iterable[int], admins: AdminCache) -> None:
+        self.superadmins = frozenset(superadmins)
+        self.admins = admins
+
+    async def member_chats(self, session: AsyncSession, community_id: int) -> list[Chat]:
+        rows = await session.scalars(
+            select(Chat).where(Chat.community_id == community_id, Chat.kind == "member", Chat.bot_status != "left")
+        )
+        return list(rows)
+
+    async def is_secretary(self, session: AsyncSession, community_id: int, user_id: int) -> bool:
+        return bool(await self.secretary_sources(session, community_id, user_id))
+
+    async def secretary_sources(self, session: AsyncSession, community_id: int, user_id: int) -> set[str]:
+        sources: set[str] = set()
+        if user_id in self.superadmins:
+            sources.add("config")
+        row = await session.get(Secretary, (community_id, user_id))
+        if row is not None:
+            sources.add(row.source)
+        if not sources:
+            # Only admins of member chats are secretaries by that alone (not 楼长 of resident chats).
+            for chat in await self.member_chats(session, community_id):
+                if await self.admins.is_admin(chat.id, user_id):
+                    sources.add("admin")
+                    break
+        return sources
+
+    async def is_member(self, session: AsyncSession, community_id: int, user_id: int) -> bool:
+        found = await session.scalar(
+            select(ChatMember.user_id)
+            .join(Chat, Chat.id == ChatMember.chat_id)
+            .where(
+                Chat.community_id == community_id,
+                Chat.kind == "member",
+                ChatMember.user_id == user_id,
+                ChatMember.status.in_(PRESENT),
+            )
+            .limit(1)
+        )
+        return found is not None
+
+    async def is_resident(self, session: AsyncSession, community_id: int, user_id: int) -> bool:
+        found = await session.scalar(
+            select(ChatMember.user_id)
+            .join(Chat, Chat.id == ChatMember.chat_id)
+            .where(
+                Chat.community_id == community_id,
+                Chat.kind == "resident",
+                ChatMember.user_id == user_id,
+                ChatMember.status.in_(PRESENT),
+            )
+            .limit(1)
+        )
+        return found is not None
+
+    async def require_secretary(self, session: AsyncSession, community_id: int, user_id: int) -> None:
+        if not await self.is_secretary(session, community_id, user_id):
+            raise Denied("err_not_secretary")
+
+    async def roles_in(self, session: AsyncSession, community: Community, user_id: int) -> CommunityRoles:
+        sources = await self.secretary_sources(session, community.id, user_id)
+        return CommunityRoles(
+            community_id=community.id,
+            name=community.name,
+            secretary=bool(sources),
+            member=await self.is_member(session, community.id, user_id),
+            resident=await self.is_resident(session, community.id, user_id),
+            secretary_sources=sources,
+        )
+
+    async def communities_of(self, session: AsyncSession, user_id: int) -> list[CommunityRoles]:
+        """Every community where the user has a role, in id order."""
+        ids: set[int] = set()
+        ids.update(
+            await session.scalars(
+                select(Chat.community_id)
+                .join(ChatMember, ChatMember.chat_id == Chat.id)
+                .where(ChatMember.user_id == user_id, Chat.community_id.is_not(None), ChatMember.status.in_(PRESENT))
+            )
+        )
+        ids.update(await session.scalars(select(Secretary.community_id).where(Secretary.user_id == user_id)))
+        if user_id in self.superadmins:
+            ids.update(await session.scalars(select(Community.id)))
+        else:
+            # Telegram admins of member chats the bot has not seen them speak in yet.
+            chats = await session.scalars(
+                select(Chat).where(Chat.kind == "member", Chat.community_id.is_not(None), Chat.bot_status != "left")
+            )
+            for chat in chats:
+                if chat.community_id not in ids and await self.admins.is_admin(chat.id, user_id):
+                    ids.add(chat.community_id)  # type: ignore[arg-type]
+        out = []
+        for cid in sorted(i for i in ids if i is not None):
+            community = await session.get(Community, cid)
+            if community is not None:
+                roles = await self.roles_in(session, community, user_id)
+                if roles.names:
+                    out.append(roles)
+        return out
+
+
+async def secretary_users(session: AsyncSession, roles: Roles, community_id: int) -> list:  # list[User]
+    """The people alerts go to: named secretaries, superadmins, and admins of member chats."""
+    from bot.storage.models import User
+
+    ids: set[int] = set(await session.scalars(select(Secretary.user_id).where(Secretary.community_id == community_id)))
+    ids.update(roles.superadmins)
+    for chat in await roles.member_chats(session, community_id):
+        members = await session.scalars(select(ChatMember).where(ChatMember.chat_id == chat.id))
+        for m in members:
+            if m.status in ADMIN or (m.user_id not in ids and await roles.admins.is_admin(chat.id, m.user_id)):
+                ids.add(m.user_id)
+    if not ids:
+        return []
+    return list(await session.scalars(select(User).where(User.id.in_(ids)).order_by(User.id)))

@@ -1,0 +1,192 @@
+"""Delivers outbox rows through the sender: stored first, marked when Telegram accepts them.
+
+A row is claimed (pending -> sending) by a conditional UPDATE, so several instances never send
+one row twice; a row left in `sending` by a crash is reclaimed after a lease and sent again
+(the one unavoidable at-least-once case: Telegram has no idempotency key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.services.clock import Clock, system_clock
+from bot.storage.models import Outbox
+from bot.transport.port import Document, Keyboard, OutMessage
+from bot.transport.sender import Sender
+
+log = logging.getLogger("linli.outbox")
+
+
+def to_out_message(row: Outbox) -> OutMessage:
+    return OutMessage(
+        chat_id=row.chat_id,
+        text=row.text,
+        thread_id=row.thread_id,
+        reply_to_message_id=row.reply_to_message_id,
+        keyboard=Keyboard.from_json(row.keyboard["rows"]) if row.keyboard else None,
+        photo=row.photo,
+        document=Document(row.document_name, row.document) if row.document and row.document_name else None,
+        pin=row.pin,
+    )
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        sender: Sender,
+        *,
+        clock: Clock = system_clock,
+        lease: float = 60.0,
+        poll: float = 1.0,
+        batch: int = 200,
+        retry_delay: float = 5.0,
+        max_attempts: int = 8,
+    ) -> None:
+        self.sessions = sessions
+        self.sender = sender
+        self.clock = clock
+        self.lease = timedelta(seconds=lease)
+        self.poll = poll
+        self.batch = batch
+        self.retry_delay = retry_delay
+        self.max_attempts = max_attempts
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._busy_chats: set[int] = set()
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="outbox")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task:
+            await self._task
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                claimed = await self.claim()
+                for chat_id, rows in claimed.items():
+                    self._busy_chats.add(chat_id)
+                    task = asyncio.create_task(self._deliver_chat(chat_id, rows))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
+            except Exception:
+                log.exception("outbox cycle failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def claim(self) -> dict[int, list[Outbox]]:
+        """Claim due rows, oldest first, skipping chats whose earlier rows are still in flight."""
+        now = self.clock()
+        async with self.sessions() as session, session.begin():
+            stale = now - self.lease
+            candidates = list(
+                await session.scalars(
+                    select(Outbox)
+                    .where(
+                        or_(
+                            (Outbox.status == "pending") & (Outbox.not_before <= now),
+                            (Outbox.status == "sending") & (Outbox.claimed_at < stale),
+                        )
+                    )
+                    .order_by(Outbox.id)
+                    .limit(self.batch)
+                )
+            )
+            by_chat: dict[int, list[Outbox]] = defaultdict(list)
+            for row in candidates:
+                if row.chat_id in self._busy_chats:
+                    continue
+                # Conditional UPDATE: only one claimer wins a row.
+                still_claimable = (
+                    Outbox.status == "pending"
+                    if row.status == "pending"
+                    else (Outbox.status == "sending") & (Outbox.claimed_at < stale)
+                )
+                res = await session.execute(
+                    update(Outbox)
+                    .where(Outbox.id == row.id, still_claimable)
+                    .values(status="sending", claimed_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if res.rowcount == 1:  # type: ignore[attr-defined]
+                    by_chat[row.chat_id].append(row)
+            return by_chat
+
+    async def _deliver_chat(self, chat_id: int, rows: list[Outbox]) -> None:
+        try:
+            for row in rows:  # in order within one chat
+                await self._deliver(row)
+        finally:
+            self._busy_chats.discard(chat_id)
+            self._wake.set()
+
+    async def _deliver(self, row: Outbox) -> None:
+        try:
+            result = await self.sender.send(to_out_message(row))
+        except Exception as exc:  # a bug in rendering must not wedge the queue
+            log.exception("outbox row %s failed", row.id)
+            result = None
+            error = repr(exc)[:500]
+        async with self.sessions() as session, session.begin():
+            values: dict[str, object]
+            if result is not None and result.ok:
+                values = {
+                    "status": "sent",
+                    "sent_at": self.clock(),
+                    "message_id": result.message_ids[0] if result.message_ids else None,
+                    "error": None,
+                }
+            elif result is not None and result.permanent:
+                log.warning("outbox row %s to %s refused: %s", row.id, row.chat_id, result.error)
+                values = {"status": "failed", "error": (result.error or "")[:500]}
+            else:
+                attempts = row.attempts + 1
+                err = result.error if result is not None else error
+                if attempts >= self.max_attempts:
+                    values = {"status": "failed", "error": (err or "")[:500], "attempts": attempts}
+                else:
+                    delay = self.retry_delay * (2 ** (attempts - 1))
+                    values = {
+                        "status": "pending",
+                        "attempts": attempts,
+                        "error": (err or "")[:500],
+                        "not_before": self.clock() + timedelta(seconds=delay),
+                        "claimed_at": None,
+                    }
+            await session.execute(update(Outbox).where(Outbox.id == row.id).values(**values))
+
+    async def drain(self, within: float = 10.0) -> None:
+        """Wait until nothing due is pending or in flight (tests and shutdown)."""
+        deadline = asyncio.get_running_loop().time() + within
+        while asyncio.get_running_loop().time() < deadline:
+            async with self.sessions() as session:
+                left = await session.scalar(
+                    select(Outbox.id)
+                    .where(Outbox.status.in_(("pending", "sending")), Outbox.not_before <= self.clock())
+                    .limit(1)
+                )
+            if left is None and not self._inflight:
+                return
+            self.wake()
+            await asyncio.sleep(0.05)

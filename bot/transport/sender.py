@@ -1,0 +1,391 @@
+"""The one way out: every outgoing message passes here, within Telegram's limits.
+
+- Rate limits (aiolimiter leaky buckets): one global; one per chat (short bursts at an average
+  rate); one more per group chat (per minute). Per-chat buckets are made on first use and
+  dropped when the chat has been idle a while, so memory stays bounded.
+- Order: messages to one chat go out in the order `send` was called (a per-chat lock, which
+  asyncio hands over first-come first-served); other chats are not held up by a slow one.
+- Errors: 429 waits out `retry_after` for that chat only; network errors and 5xx back off
+  exponentially with jitter; 400/403/404 give up at once with a logged reason.
+- Shape: long texts are split; an over-long caption becomes a bare photo plus text messages;
+  queued edits of one message collapse into the latest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiolimiter import AsyncLimiter
+
+from bot.transport.port import (
+    BotApi,
+    BotApiError,
+    CallbackAnswer,
+    Keyboard,
+    OutMessage,
+    PermanentError,
+    RetryAfter,
+    Sent,
+    TransientError,
+)
+from bot.transport.split import (
+    CAPTION_LIMIT,
+    RAW_LIMIT,
+    TEXT_LIMIT,
+    split_html,
+    truncate_html,
+    visible_length,
+)
+
+log = logging.getLogger("linli.sender")
+
+T = TypeVar("T")
+
+RETRY_AFTER_MARGIN = 0.1  # seconds added to Telegram's retry_after, so we land after its window
+MAX_RETRY_AFTERS = 10  # 429s tolerated per call before giving up (guards against an endless loop)
+CALLBACK_MAX_WAIT = 5.0  # a callback answer later than this is useless: the spinner has timed out
+
+_REPLY_GONE = ("message to be replied not found", "replied message not found")
+_THREAD_GONE = "message thread not found"
+_NOT_MODIFIED = "message is not modified"
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    global_per_second: float = 30.0
+    per_chat_per_second: float = 1.0
+    per_chat_burst: int = 3
+    per_group_per_minute: int = 20
+    max_attempts: int = 5
+    backoff_base: float = 0.5  # seconds; exponential, capped at backoff_max, with small jitter
+    backoff_max: float = 30.0
+    # A 429 asking for longer than this is not waited out here: the send fails (not permanently)
+    # so a caller with a queue (the outbox) can reschedule instead of holding the chat that long.
+    max_retry_after: float = 300.0
+    idle_seconds: float = 300.0  # per-chat limiters unused this long are dropped
+
+
+@dataclass
+class SendResult:
+    ok: bool
+    message_ids: list[int]  # one per part actually sent (split texts send several)
+    error: str | None = None  # e.g. "403: Forbidden: bot was blocked by the user"
+    permanent: bool = False  # True when Telegram refused (400/403): do not retry later
+
+
+class _GaveUp(Exception):
+    """Retries exhausted (transient errors or too many/too long 429s): worth trying later."""
+
+
+@dataclass(eq=False)
+class _Chat:
+    lock: asyncio.Lock
+    limiter: AsyncLimiter
+    group: AsyncLimiter | None
+    refs: int = 0  # sends queued or running; a chat with refs is never pruned
+    last_used: float = 0.0
+
+
+@dataclass(eq=False)
+class _EditSlot:
+    """An edit waiting for its chat; later edits with the same key replace `msg`."""
+
+    msg: OutMessage
+    task: asyncio.Task[SendResult] | None = None
+    merged: int = 0
+
+
+@dataclass
+class _Route:
+    """Where the next part goes; fallbacks clear a vanished reply target or topic for the rest."""
+
+    thread_id: int | None
+    reply_to: int | None
+    sent: list[int] = field(default_factory=list)
+
+
+class Sender:
+    def __init__(
+        self,
+        api: BotApi,
+        limits: SendLimits = SendLimits(),  # noqa: B008 - frozen, shared safely
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.api = api
+        self.limits = limits
+        self._clock = clock
+        self._sleep = sleep
+        self._global: AsyncLimiter | None = None  # made in the running loop, on first use
+        self._chats: dict[int, _Chat] = {}
+        self._edits: dict[tuple[int, object], _EditSlot] = {}
+        self._inflight: set[asyncio.Task[SendResult]] = set()
+        self._last_prune = clock()
+        self.api_calls = 0  # counters, for logs and benchmarks
+        self.coalesced = 0
+
+    # ---- public
+
+    async def send(self, msg: OutMessage) -> SendResult:
+        """Send (or edit) one message; never raises for Telegram or network errors."""
+        if msg.edit_message_id is not None:
+            key = (msg.chat_id, msg.coalesce_key if msg.coalesce_key is not None else msg.edit_message_id)
+            slot = self._edits.get(key)
+            if slot is not None and slot.task is not None and not slot.task.done():
+                # An edit of the same message is still waiting: it will carry this text instead.
+                slot.msg = msg
+                slot.merged += 1
+                self.coalesced += 1
+                return await asyncio.shield(slot.task)
+            slot = _EditSlot(msg)
+            self._edits[key] = slot
+            task = self._spawn(msg.chat_id, lambda: self._run_edit(key, slot))
+            slot.task = task
+        else:
+            task = self._spawn(msg.chat_id, lambda: self._run_send(msg))
+        # Shielded: a cancelled caller must not cut a send in half (or lose coalesced edits).
+        return await asyncio.shield(task)
+
+    async def answer_callback(self, answer: CallbackAnswer) -> bool:
+        """Stop a button's spinner. Not rate limited; a late answer is dropped, not retried long."""
+        try:
+            await self._call(None, "answerCallbackQuery", lambda: self.api.answer_callback(answer),
+                             max_wait=CALLBACK_MAX_WAIT)
+            return True
+        except PermanentError as exc:  # typically "query is too old"
+            log.info("callback answer refused: %s", exc, extra={"error": str(exc)})
+        except (_GaveUp, BotApiError) as exc:
+            log.warning("callback answer failed: %s", exc, extra={"error": str(exc)})
+        except Exception:
+            log.exception("callback answer crashed")
+        return False
+
+    async def close(self) -> None:
+        """Wait for every send in flight (and any queued behind them)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    # ---- per-chat state
+
+    def _chat(self, chat_id: int) -> _Chat:
+        chat = self._chats.get(chat_id)
+        if chat is None:
+            lim = self.limits
+            burst = max(1, lim.per_chat_burst)
+            chat = _Chat(
+                lock=asyncio.Lock(),
+                # A bucket of `burst` draining at the average rate: bursts of 3, then 1/s.
+                limiter=AsyncLimiter(burst, burst / lim.per_chat_per_second),
+                group=AsyncLimiter(lim.per_group_per_minute, 60.0) if chat_id < 0 else None,
+            )
+            self._chats[chat_id] = chat
+        return chat
+
+    def _prune(self) -> None:
+        now = self._clock()
+        if now - self._last_prune < self.limits.idle_seconds / 4:
+            return
+        self._last_prune = now
+        idle = [cid for cid, c in self._chats.items() if c.refs == 0 and now - c.last_used > self.limits.idle_seconds]
+        for cid in idle:
+            del self._chats[cid]
+
+    def _spawn(self, chat_id: int, work: Callable[[], Coroutine[Any, Any, SendResult]]) -> asyncio.Task[SendResult]:
+        self._prune()
+        chat = self._chat(chat_id)
+        chat.refs += 1  # taken now, synchronously, so the chat cannot be pruned while queued
+
+        async def run() -> SendResult:
+            return await work()  # made here, so a task cancelled before it starts leaves no coroutine behind
+
+        def done(task: asyncio.Task[SendResult]) -> None:  # runs even when cancelled before starting
+            self._inflight.discard(task)
+            chat.refs -= 1
+            chat.last_used = self._clock()
+
+        task = asyncio.create_task(run(), name=f"send:{chat_id}")
+        self._inflight.add(task)
+        task.add_done_callback(done)
+        return task
+
+    async def _acquire(self, chat: _Chat) -> None:
+        # The scarcest bucket first, so a chat waiting on its own limit holds no global capacity.
+        if chat.group is not None:
+            await chat.group.acquire()
+        await chat.limiter.acquire()
+        if self._global is None:
+            self._global = AsyncLimiter(self.limits.global_per_second, 1.0)
+        await self._global.acquire()
+
+    # ---- one API call, with limits and retries
+
+    async def _call(
+        self,
+        chat: _Chat | None,
+        method: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        chat_id: int | None = None,
+        max_wait: float | None = None,
+    ) -> T:
+        """Run `fn` (one Bot API call) until it succeeds; PermanentError and _GaveUp escape."""
+        lim = self.limits
+        max_wait = lim.max_retry_after if max_wait is None else max_wait
+        attempts = 0
+        floods = 0
+        while True:
+            if chat is not None:
+                await self._acquire(chat)
+            self.api_calls += 1
+            try:
+                return await fn()
+            except RetryAfter as exc:
+                floods += 1
+                if floods > MAX_RETRY_AFTERS or exc.seconds > max_wait:
+                    raise _GaveUp(f"429: retry after {exc.seconds:g}s ({floods} times)") from exc
+                log.info("flood wait chat=%s method=%s seconds=%s", chat_id, method, exc.seconds,
+                         extra={"chat_id": chat_id, "method": method, "retry_after": exc.seconds})
+                await self._sleep(exc.seconds + RETRY_AFTER_MARGIN)
+            except TransientError as exc:
+                attempts += 1
+                if attempts >= lim.max_attempts:
+                    raise _GaveUp(f"transient: {exc} (after {attempts} attempts)") from exc
+                delay = min(lim.backoff_max, lim.backoff_base * 2 ** (attempts - 1))
+                delay = min(lim.backoff_max, delay * (1 + 0.1 * random.random()))
+                log.info("retry chat=%s method=%s attempt=%s delay=%.2f error=%s", chat_id, method, attempts,
+                         delay, exc, extra={"chat_id": chat_id, "method": method, "attempt": attempts})
+                await self._sleep(delay)
+
+    async def _post(
+        self, chat: _Chat, chat_id: int, method: str, route: _Route, fn: Callable[[int | None, int | None], Awaitable[Sent]]
+    ) -> int:
+        """Send one message along `route`; drop a vanished reply target or topic once and retry."""
+        while True:
+            try:
+                sent = await self._call(chat, method, lambda: fn(route.thread_id, route.reply_to), chat_id=chat_id)
+            except PermanentError as exc:
+                reason = str(exc).lower()
+                if route.reply_to is not None and any(s in reason for s in _REPLY_GONE):
+                    log.info("reply target gone chat=%s reply_to=%s; sending without it", chat_id, route.reply_to)
+                    route.reply_to = None
+                    continue
+                if route.thread_id is not None and _THREAD_GONE in reason:
+                    log.info("topic gone chat=%s thread=%s; sending to the chat", chat_id, route.thread_id)
+                    route.thread_id = None
+                    continue
+                raise
+            route.sent.append(sent.message_id)
+            route.reply_to = None  # only the first part replies
+            return sent.message_id
+
+    # ---- whole messages
+
+    async def _run_send(self, msg: OutMessage) -> SendResult:
+        chat = self._chats[msg.chat_id]
+        async with chat.lock:
+            return await self._deliver(chat, msg)
+
+    async def _run_edit(self, key: tuple[int, object], slot: _EditSlot) -> SendResult:
+        chat = self._chats[slot.msg.chat_id]
+        try:
+            async with chat.lock:
+                # From here on, new edits with this key queue behind this one instead of merging.
+                self._forget(key, slot)
+                if slot.merged:
+                    log.debug("coalesced chat=%s key=%s merged=%s", key[0], key[1], slot.merged)
+                return await self._deliver(chat, slot.msg)
+        finally:
+            self._forget(key, slot)  # cancelled while queued: later edits must not join a dead slot
+
+    def _forget(self, key: tuple[int, object], slot: _EditSlot) -> None:
+        if self._edits.get(key) is slot:
+            del self._edits[key]
+
+    async def _deliver(self, chat: _Chat, msg: OutMessage) -> SendResult:
+        route = _Route(msg.thread_id, msg.reply_to_message_id)
+        method = "editMessageText" if msg.edit_message_id is not None else "send"
+        try:
+            if msg.edit_message_id is not None:
+                await self._edit(chat, msg)
+                return SendResult(True, [msg.edit_message_id])
+            await self._send_new(chat, msg, route)
+        except PermanentError as exc:
+            log.warning("refused chat=%s method=%s error=%s", msg.chat_id, method, exc,
+                        extra={"chat_id": msg.chat_id, "method": method, "error": str(exc)})
+            return SendResult(False, route.sent, str(exc), permanent=True)
+        except (_GaveUp, BotApiError) as exc:
+            log.warning("gave up chat=%s method=%s error=%s", msg.chat_id, method, exc,
+                        extra={"chat_id": msg.chat_id, "method": method, "error": str(exc)})
+            return SendResult(False, route.sent, str(exc))
+        except Exception as exc:  # an adapter bug must not kill the chat's queue
+            log.exception("send crashed chat=%s", msg.chat_id)
+            return SendResult(False, route.sent, repr(exc))
+        if msg.pin and route.sent:
+            await self._pin(chat, msg.chat_id, route.sent[0])
+        return SendResult(True, route.sent)
+
+    async def _edit(self, chat: _Chat, msg: OutMessage) -> None:
+        assert msg.edit_message_id is not None
+        mid = msg.edit_message_id
+        text = msg.text
+        if visible_length(text) > TEXT_LIMIT or len(text) > RAW_LIMIT:
+            log.warning("edit too long chat=%s message=%s; truncated", msg.chat_id, mid)
+            text = truncate_html(text, TEXT_LIMIT)
+        try:
+            await self._call(chat, "editMessageText",
+                             lambda: self.api.edit_message_text(msg.chat_id, mid, text, keyboard=msg.keyboard),
+                             chat_id=msg.chat_id)
+        except PermanentError as exc:
+            if _NOT_MODIFIED in str(exc).lower():
+                return  # already shows this text: the goal is met
+            raise
+
+    async def _send_new(self, chat: _Chat, msg: OutMessage, route: _Route) -> None:
+        api, cid = self.api, msg.chat_id
+        text = msg.text or ""
+        has_text = bool(text.strip())
+        fits_caption = visible_length(text) <= CAPTION_LIMIT and len(text) <= RAW_LIMIT
+        photo: str | bytes | None = msg.photo_bytes if msg.photo_bytes is not None else msg.photo
+        rest = text
+        keyboard: Keyboard | None = msg.keyboard
+        if msg.document is not None:
+            doc = msg.document
+            # sendDocument takes no keyboard here: with one, the text goes after it, carrying it.
+            caption = text if has_text and fits_caption and keyboard is None else None
+            await self._post(chat, cid, "sendDocument", route,
+                             lambda t, r: api.send_document(cid, doc, caption=caption, thread_id=t, reply_to_message_id=r))
+            rest = "" if caption is not None else text
+            if keyboard is not None and not rest.strip():
+                log.warning("keyboard dropped chat=%s: a document without text cannot carry it", cid)
+        elif photo is not None:
+            pic = photo
+            caption = text if has_text and fits_caption else None
+            kb = keyboard if caption is not None or not has_text else None
+            await self._post(chat, cid, "sendPhoto", route,
+                             lambda t, r: api.send_photo(cid, pic, caption=caption, thread_id=t, reply_to_message_id=r,
+                                                         keyboard=kb))
+            rest = "" if caption is not None else text
+        elif not has_text:
+            raise PermanentError(400, "Bad Request: message text is empty")
+        if not rest.strip():
+            return
+        parts = split_html(rest, TEXT_LIMIT)
+        for n, part in enumerate(parts):
+            kb = keyboard if n == len(parts) - 1 else None
+            await self._post(chat, cid, "sendMessage", route,
+                             lambda t, r, part=part, kb=kb: api.send_message(cid, part, thread_id=t,
+                                                                            reply_to_message_id=r, keyboard=kb))
+
+    async def _pin(self, chat: _Chat, chat_id: int, message_id: int) -> None:
+        try:
+            await self._call(chat, "pinChatMessage", lambda: self.api.pin_message(chat_id, message_id), chat_id=chat_id)
+        except Exception as exc:  # the message is out; a missing pin right is not a failed send
+            log.warning("pin failed chat=%s message=%s error=%s", chat_id, message_id, exc,
+                        extra={"chat_id": chat_id, "message_id": message_id, "error": str(exc)})

@@ -1,0 +1,150 @@
+"""Settings: environment, `.env`, and an optional TOML config file (LINLI_CONFIG)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_DB_PATH = Path("data") / "linli.sqlite3"
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the file named by LINLI_CONFIG (TOML, keys as the env names in lower or upper case)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("LINLI_CONFIG")
+        if not path:
+            return {}
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        return {k.lower(): v for k, v in data.items()}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    bot_token: str = Field(default="", description="Token from @BotFather")
+    telegram_api_base: str | None = Field(default=None, description="Another Bot API server, e.g. http://127.0.0.1:8081")
+    database_url: str = Field(default=f"sqlite+aiosqlite:///{DEFAULT_DB_PATH}")
+    bot_framework: Literal["aiogram", "ptb"] = "aiogram"
+    default_locale: Literal["zh", "en"] = "zh"
+    timezone: str = "Asia/Shanghai"
+    superadmins: list[int] = Field(default_factory=list, description="Telegram user ids that are secretaries everywhere")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Telegram's limits, overridable (paid broadcasts; benchmarks).
+    send_rate_global: float = Field(default=30.0, gt=0)
+    send_rate_per_chat: float = Field(default=1.0, gt=0)
+    send_rate_per_group: int = Field(default=20, gt=0)
+
+    poll_timeout: int = Field(default=25, ge=0, le=50)
+    admin_cache_seconds: int = Field(default=300, ge=0)
+    scheduler_sweep_seconds: float = Field(default=30.0, gt=0)
+    outbox_lease_seconds: float = Field(default=60.0, gt=0)
+    # Demand follow-ups. SLA per category lives in the community; these are global defaults.
+    sla_overrides: dict[str, Any] = Field(default_factory=dict)
+    rating_reask_after: str = "24h"
+
+    @field_validator("superadmins", mode="before")
+    @classmethod
+    def _split_ids(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [int(x) for x in v.replace(";", ",").split(",") if x.strip()]
+        if isinstance(v, int):
+            return [v]
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {v!r}; e.g. Asia/Shanghai") from exc
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, v: str) -> str:
+        # Accept the common sync spellings and pick the async driver.
+        if v.startswith("postgres://"):
+            v = "postgresql://" + v[len("postgres://") :]
+        if v.startswith("postgresql://"):
+            v = "postgresql+asyncpg://" + v[len("postgresql://") :]
+        if v.startswith("sqlite://") and not v.startswith("sqlite+aiosqlite://"):
+            v = "sqlite+aiosqlite://" + v[len("sqlite://") :]
+        if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
+            raise ValueError("DATABASE_URL must be sqlite or postgresql, e.g. postgresql://user@host/db")
+        return v
+
+    @field_validator("telegram_api_base")
+    @classmethod
+    def _base(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("TELEGRAM_API_BASE must start with http:// or https://")
+        return v.rstrip("/")
+
+    @field_validator("rating_reask_after")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, dotenv_settings, _TomlSource(settings_cls), file_secret_settings
+
+
+def parse_duration(text: str) -> Any:
+    """'90s', '30m', '2h', '7d' -> timedelta. Used for settings that name a delay."""
+    from datetime import timedelta
+
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    text = text.strip().lower()
+    if len(text) < 2 or text[-1] not in units:
+        raise ValueError(f"bad duration {text!r}; e.g. 30m, 2h, 7d")
+    try:
+        amount = float(text[:-1])
+    except ValueError as exc:
+        raise ValueError(f"bad duration {text!r}; e.g. 30m, 2h, 7d") from exc
+    if amount <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return timedelta(**{units[text[-1]]: amount})
+
+
+class SettingsError(Exception):
+    pass
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None

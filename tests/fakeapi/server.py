@@ -1,0 +1,446 @@
+"""FakeTelegram: a Bot API server on 127.0.0.1 for end-to-end tests.
+
+    async with FakeTelegram(token="123:ABC") as tg:
+        # aiogram: AiohttpSession(api=TelegramAPIServer.from_base(tg.base_url))
+        # PTB:     ApplicationBuilder().base_url(tg.base_url + "/bot")
+        alice = tg.user(1, "Alice")
+        tg.send(alice, tg.private_chat(alice), "/start")
+        rec = await tg.wait_text(alice["id"], "欢迎")
+
+Errors are answered as Telegram does: HTTP status == error_code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakeapi.methods import BotMethods, SentRecord
+from tests.fakeapi.validate import ApiError, Checked, UploadedFile, validate_call
+
+# Update types Telegram leaves out unless a bot names them in allowed_updates.
+OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
+_CONFLICT = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
+
+
+@dataclass(slots=True)
+class Fault:
+    method: str  # lower-case
+    chat_id: int | str | None = None
+    status: int | None = None
+    description: str | None = None
+    retry_after: int | None = None
+    drop: bool = False
+
+
+@dataclass(slots=True)
+class FailedCall:
+    """A call answered by an injected fault or a rate limit: it was not carried out."""
+
+    method: str
+    params: dict[str, Any]
+    status: int | None  # None when the connection was dropped
+    description: str
+    time: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class Rejection:
+    """A call Telegram would refuse: the bot did something wrong (or, kind="refusal", the world said no)."""
+
+    method: str
+    params: dict[str, Any]
+    reason: str
+    status: int = 400
+    kind: str = "rejection"
+    time: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class Limits:
+    """Telegram's documented send limits (Bot FAQ)."""
+
+    global_per_second: int = 30
+    per_chat_burst: int = 3  # token bucket per chat, refilled at one message a second
+    group_per_minute: int = 20
+
+
+_DEFAULT_DESCRIPTIONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+class FakeTelegram(BotMethods):
+    def __init__(
+        self,
+        token: str = "123:ABC",
+        *,
+        enforce_limits: bool = False,
+        limits: Limits | None = None,
+        privacy_mode: bool = False,
+    ):
+        super().__init__(token, privacy_mode=privacy_mode)
+        self.enforce_limits = enforce_limits
+        self.limits = limits or Limits()
+        self.sent: list[SentRecord] = []
+        self.failed_calls: list[FailedCall] = []
+        self.rejections: list[Rejection] = []  # bot bugs: expect [] at the end of a test
+        self.refusals: list[Rejection] = []  # the world said no (blocked, not a member, no rights)
+        self.throttled: list[FailedCall] = []  # 429s from enforce_limits
+        self.calls: list[tuple[str, dict[str, Any]]] = []  # every request, in order (method, raw params)
+        self.faults: list[Fault] = []
+        self.base_url = ""
+        self.port = 0
+        self.max_delivered = 0  # highest update_id handed to a live getUpdates
+        self._inflight = 0
+        self._last_activity = time.monotonic()
+        self._sent_event = asyncio.Event()
+        self._poll_gen = 0
+        self._closing = False
+        self._runner: web.AppRunner | None = None
+        self._send_times: deque[float] = deque()
+        self._chat_times: dict[int, deque[float]] = {}
+        self._buckets: dict[int, tuple[float, float]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> FakeTelegram:
+        app = web.Application(client_max_size=60 * 1024 * 1024)
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.*}", self._download)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    async def stop(self) -> None:
+        self._closing = True
+        self._wake()  # long polls return at once
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeTelegram:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def api_url(self) -> str:
+        """Base for PTB's ApplicationBuilder().base_url(...)."""
+        return self.base_url + "/bot"
+
+    # ------------------------------------------------------------------ faults
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        status: int | None = None,
+        retry_after: int | None = None,
+        description: str | None = None,
+        drop: bool = False,
+        chat_id: int | str | None = None,
+        times: int = 1,
+    ) -> None:
+        """The next call(s) of `method` (optionally to `chat_id`) fail once each, in order."""
+        if not drop and status is None:
+            raise ValueError("give status=... or drop=True")
+        if status == 429 and retry_after is None:
+            retry_after = 1
+        for _ in range(times):
+            self.faults.append(Fault(method.lower(), chat_id, status, description, retry_after, drop))
+
+    def _take_fault(self, method: str, raw: dict[str, Any]) -> Fault | None:
+        for i, f in enumerate(self.faults):
+            if f.method == method.lower() and (f.chat_id is None or str(f.chat_id) == str(raw.get("chat_id"))):
+                return self.faults.pop(i)
+        return None
+
+    # ------------------------------------------------------------------ HTTP
+
+    @staticmethod
+    def _error(e: ApiError) -> web.Response:
+        return web.json_response(e.payload(), status=e.code)
+
+    async def _read_params(self, request: web.Request) -> tuple[dict[str, Any], dict[str, UploadedFile]]:
+        raw: dict[str, Any] = dict(request.query)
+        files: dict[str, UploadedFile] = {}
+        if request.content_type == "application/json":
+            body = await request.json() if request.can_read_body else None
+            if body is not None and not isinstance(body, dict):
+                raise ApiError(400, "Bad Request: the JSON body must be an object")
+            raw.update(body or {})
+        elif request.can_read_body:
+            form = await request.post()
+            for key, value in form.items():
+                if isinstance(value, web.FileField):
+                    files[key] = UploadedFile(value.filename, value.file.read(), value.content_type)
+                else:
+                    raw[key] = value
+        # PTB omits a file field and sends the part under that name; it is picked up by validation.
+        return raw, files
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        is_poll = method.lower() == "getupdates"
+        if not is_poll:
+            self._inflight += 1
+            self._last_activity = time.monotonic()
+        try:
+            return await self._serve(request, method)
+        finally:
+            if not is_poll:
+                self._inflight -= 1
+                self._last_activity = time.monotonic()
+
+    async def _serve(self, request: web.Request, method: str) -> web.StreamResponse:
+        try:
+            raw, files = await self._read_params(request)
+        except (ValueError, ApiError) as e:
+            err = e if isinstance(e, ApiError) else ApiError(400, f"Bad Request: can't parse request body: {e}")
+            self.rejections.append(Rejection(method, {}, err.description, err.code))
+            return self._error(err)
+        self.calls.append((method, raw))
+        if request.match_info["token"] != self.token:
+            err = ApiError(401, "Unauthorized")
+            self.rejections.append(Rejection(method, raw, err.description, err.code))
+            return self._error(err)
+        spec_method = self.spec.method(method)
+        if spec_method is None:
+            self.rejections.append(Rejection(method, raw, "Not Found", 404))
+            return self._error(ApiError(404, "Not Found"))
+        name = spec_method["name"]
+
+        fault = self._take_fault(name, raw)
+        if fault is not None:
+            return await self._inject(request, name, raw, fault)
+        try:
+            checked = validate_call(self.spec, name, raw, files)
+        except ApiError as e:
+            self.rejections.append(Rejection(name, raw, e.description, e.code))
+            return self._error(e)
+        if name == "getUpdates":
+            return await self._get_updates(request, checked)
+        if self.enforce_limits and (wait := self._throttle(checked)):
+            err = ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
+            self.throttled.append(FailedCall(name, checked.params, 429, err.description))
+            return self._error(err)
+        handler = self.handlers.get(name)
+        try:
+            result = await handler(checked) if handler else True
+        except ApiError as e:
+            target = self.refusals if e.kind == "refusal" else self.rejections
+            target.append(Rejection(name, checked.params, e.description, e.code, e.kind))
+            return self._error(e)
+        self._record(self.make_record(checked, result))
+        return web.json_response({"ok": True, "result": result})
+
+    async def _inject(self, request: web.Request, name: str, raw: dict[str, Any], fault: Fault) -> web.StreamResponse:
+        if fault.drop:
+            self.failed_calls.append(FailedCall(name, raw, None, "connection dropped"))
+            # Close the TCP connection without an answer: the client sees a disconnect.
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            raise asyncio.CancelledError  # aiohttp gives up on this request quietly
+        status = fault.status or 500
+        desc = fault.description or (
+            f"Too Many Requests: retry after {fault.retry_after}" if status == 429
+            else _DEFAULT_DESCRIPTIONS.get(status, "Error")
+        )
+        self.failed_calls.append(FailedCall(name, raw, status, desc))
+        return self._error(ApiError(status, desc, retry_after=fault.retry_after if status == 429 else None))
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["token"] != self.token:
+            return web.Response(status=401)
+        parts = request.match_info["path"].split("/")
+        entry = self.files.get(parts[1]) if len(parts) >= 2 else None
+        if entry is None:
+            return web.Response(status=404)
+        return web.Response(body=entry[1])
+
+    def _record(self, rec: SentRecord) -> None:
+        self.sent.append(rec)
+        self._sent_event.set()
+        self._sent_event = asyncio.Event()
+
+    # ------------------------------------------------------------------ getUpdates
+
+    def _allowed(self) -> set[str]:
+        names = set(self.spec.update_types())
+        if self.allowed_updates:
+            return set(self.allowed_updates)
+        return names - OPT_IN_UPDATES
+
+    async def _get_updates(self, request: web.Request, c: Checked) -> web.StreamResponse:
+        p = c.params
+        if self.webhook_url:
+            err = ApiError(409, "Conflict: can't use getUpdates method while webhook is active; "
+                                "use deleteWebhook to delete the webhook first")
+            self.rejections.append(Rejection("getUpdates", p, err.description, 409))
+            return self._error(err)
+        if "allowed_updates" in p:
+            self.allowed_updates = list(p["allowed_updates"])
+        offset = p.get("offset")
+        if offset is not None:
+            if offset < 0:
+                del self.updates[: max(0, len(self.updates) + offset)]
+            else:
+                self.updates[:] = [u for u in self.updates if u["update_id"] >= offset]
+        limit = min(max(p.get("limit", 100), 1), 100)
+        deadline = time.monotonic() + max(p.get("timeout", 0), 0)
+        self._poll_gen += 1
+        gen = self._poll_gen
+        self._wake()  # an older poll still waiting ends with 409, as on Telegram
+        while True:
+            waiter = self._update_event
+            if gen != self._poll_gen:
+                if not _gone(request):
+                    self.rejections.append(Rejection("getUpdates", p, _CONFLICT, 409))
+                return self._error(ApiError(409, _CONFLICT))
+            batch = self._deliverable(limit)
+            left = deadline - time.monotonic()
+            if batch or left <= 0 or self._closing or _gone(request):
+                break
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout=min(left, 0.5))
+            except TimeoutError:
+                pass
+        if batch and not _gone(request):
+            self.max_delivered = max(self.max_delivered, batch[-1]["update_id"])
+            self._last_activity = time.monotonic()
+        return web.json_response({"ok": True, "result": batch})
+
+    def _deliverable(self, limit: int) -> list[dict[str, Any]]:
+        allowed = self._allowed()
+        keep = []
+        for u in self.updates:
+            kind = next(k for k in u if k != "update_id")
+            if kind in allowed:
+                keep.append(u)
+            else:
+                self.dropped_updates.append(u)
+        self.updates[:] = keep
+        return keep[:limit]
+
+    # ------------------------------------------------------------------ rate limits
+
+    def _throttle(self, c: Checked) -> int:
+        """Seconds to wait if this send breaks a limit (then it is not counted), else 0."""
+        if not (c.method.startswith("send") and c.method != "sendChatAction") or "chat_id" not in c.params:
+            return 0
+        now = time.monotonic()
+        chat_id = c.params["chat_id"]
+        key = chat_id if isinstance(chat_id, int) else hash(chat_id)
+        waits = []
+        while self._send_times and now - self._send_times[0] >= 1.0:
+            self._send_times.popleft()
+        if len(self._send_times) >= self.limits.global_per_second:
+            waits.append(1.0 - (now - self._send_times[0]))
+        tokens, stamp = self._buckets.get(key, (float(self.limits.per_chat_burst), now))
+        tokens = min(float(self.limits.per_chat_burst), tokens + (now - stamp))
+        if tokens < 1.0:
+            waits.append(1.0 - tokens)
+        times = self._chat_times.setdefault(key, deque())
+        while times and now - times[0] >= 60.0:
+            times.popleft()
+        if isinstance(chat_id, int) and chat_id < 0 and len(times) >= self.limits.group_per_minute:
+            waits.append(60.0 - (now - times[0]))
+        if waits:
+            self._buckets[key] = (tokens, now)
+            return max(1, math.ceil(max(waits)))
+        self._buckets[key] = (tokens - 1.0, now)
+        self._send_times.append(now)
+        times.append(now)
+        return 0
+
+    # ------------------------------------------------------------------ waiting in tests
+
+    def mark(self) -> int:
+        """An index into `sent`; pass it as since= to wait only for later calls."""
+        return len(self.sent)
+
+    async def wait_for(
+        self, predicate: Callable[[SentRecord], bool], timeout: float = 5.0, *, since: int = 0  # noqa: ASYNC109
+    ) -> SentRecord:
+        """The first sent record (from index `since`) matching predicate; waits for new ones."""
+        deadline = time.monotonic() + timeout
+        i = since
+        while True:
+            waiter = self._sent_event
+            while i < len(self.sent):
+                if predicate(self.sent[i]):
+                    return self.sent[i]
+                i += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching bot call within {timeout}s; last calls:\n{self.describe()}")
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout=left)
+            except TimeoutError:
+                pass
+
+    async def wait_text(
+        self, chat_id: int | dict[str, Any], substring: str, timeout: float = 5.0, *, since: int = 0  # noqa: ASYNC109
+    ) -> SentRecord:
+        """The first message sent or edited into `chat_id` whose visible text contains `substring`."""
+        cid = chat_id if isinstance(chat_id, int) else chat_id["id"]
+        return await self.wait_for(
+            lambda r: r.chat_id == cid and r.text is not None and substring in r.text
+            and r.method != "answerCallbackQuery",
+            timeout,
+            since=since,
+        )
+
+    async def idle(self, quiet: float = 0.3, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until the bot fetched every queued update and made no call for `quiet` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            pending = [u for u in self.updates if u["update_id"] > self.max_delivered]
+            if not pending and self._inflight == 0 and now - self._last_activity >= quiet:
+                return
+            if now > deadline:
+                raise AssertionError(
+                    f"bot not idle after {timeout}s: {len(pending)} updates not fetched, "
+                    f"{self._inflight} calls in flight; last calls:\n{self.describe()}"
+                )
+            await asyncio.sleep(0.02)
+
+    def describe(self, last: int = 10) -> str:
+        lines = [
+            f"  {r.method} chat={r.chat_id} mid={r.message_id} text={(r.text or '')[:80]!r}" for r in self.sent[-last:]
+        ]
+        lines += [f"  REJECTED {r.method}: {r.reason}" for r in self.rejections[-last:]]
+        return "\n".join(lines) or "  (none)"
+
+    def sent_by(self, method: str) -> list[SentRecord]:
+        return [r for r in self.sent if r.method.lower() == method.lower()]
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
