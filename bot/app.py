@@ -13,6 +13,7 @@ from bot.scheduler.runner import JobRunner
 from bot.services.base import ServiceContext
 from bot.services.clock import Clock, system_clock
 from bot.services.communities import CommunityService
+from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
 from bot.services.people import PeopleService
 from bot.services.roles import AdminCache, Roles
@@ -35,6 +36,7 @@ class Services:
     api: BotApi
     people: PeopleService
     communities: CommunityService
+    conversations: ConversationService
     demands: DemandService
     jobs: JobRunner
     outbox: OutboxWorker
@@ -87,6 +89,7 @@ class App:
             api=self.transport.api,
             people=PeopleService(ctx),
             communities=CommunityService(ctx),
+            conversations=ConversationService(ctx),
             demands=demands,
             jobs=jobs,
             outbox=outbox,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from bot.handlers.base import Context, Router
-from bot.services.errors import ChooseCommunity, UserError
+from bot.services.errors import ChooseCommunity, Term, UserError
 from bot.services.notify import locale_of
 from bot.storage.models import Conversation
 from bot.transport.port import Button, CallbackAnswer, Event, EventKind, Keyboard, OutMessage
@@ -84,7 +84,8 @@ class Dispatcher:
             ctx.reply(ctx.t("err_choose_community"), self._choice_keyboard(ctx, exc.options))
             ctx.answer()
         except UserError as exc:
-            text = ctx.t(exc.key, **exc.params)
+            params = {k: ctx.t(v) if isinstance(v, Term) else v for k, v in exc.params.items()}
+            text = ctx.t(exc.key, **params)
             if event.kind == EventKind.CALLBACK:
                 ctx.answer(str(text), alert=True)
             else:

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     outbox_lease_seconds: float = Field(default=60.0, gt=0)
     # Demand follow-ups. SLA per category lives in the community; these are global defaults.
     sla_overrides: dict[str, Any] = Field(default_factory=dict)
+    # Extra keywords per category for guessing a demand's category, e.g. {"lifts": ["扶梯"]}.
+    category_keywords: dict[str, list[str]] = Field(default_factory=dict)
     rating_reask_after: str = "24h"
 
     @field_validator("superadmins", mode="before")
@@ -95,6 +97,24 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError("TELEGRAM_API_BASE must start with http:// or https://")
         return v.rstrip("/")
+
+    @field_validator("sla_overrides")
+    @classmethod
+    def _sla(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from bot.domain.sla import validate_overrides  # the rules live in the domain
+
+        validate_overrides(v)
+        return v
+
+    @field_validator("category_keywords")
+    @classmethod
+    def _categories(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        from config.categories import CATEGORIES
+
+        unknown = sorted(set(v) - set(CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}; known: {', '.join(CATEGORIES)}")
+        return v
 
     @field_validator("rating_reask_after")
     @classmethod

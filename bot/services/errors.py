@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 
+class Term(str):
+    """A parameter that is itself a catalog key, translated when the error is rendered."""
+
+    __slots__ = ()
+
+
 class UserError(Exception):
     """Something the user can fix: rendered as catalog `key` with `params`; nothing was saved."""
 

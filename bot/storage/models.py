@@ -256,6 +256,9 @@ class Demand(Base):
     version: Mapped[int] = mapped_column(default=1)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    # Optimistic locking: two concurrent changes of one demand cannot both win.
+    __mapper_args__ = {"version_id_col": version}
+
 
 class DemandEvent(Base):
     """The timeline of a demand: who did what, when, with which note."""
