@@ -84,7 +84,7 @@ async def _echo_ptb(tg: FakeTelegram, n: int) -> float:
     from telegram import Update
     from telegram.ext import ApplicationBuilder, ContextTypes, MessageHandler, filters
 
-    app = ApplicationBuilder().token(TOKEN).base_url(tg.api_url).job_queue(None).concurrent_updates(True).build()
+    app = ApplicationBuilder().token(TOKEN).base_url(tg.api_url).job_queue(None).build()
 
     async def echo(update: Update, _ctx: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.effective_message is not None
@@ -114,7 +114,7 @@ async def run_echo(framework: str, n: int) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=2000)
-    parser.add_argument("--frameworks", default="aiogram")
+    parser.add_argument("--frameworks", default="aiogram,ptb")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = []

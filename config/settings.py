@@ -6,11 +6,12 @@ import os
 import tomllib
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 DEFAULT_DB_PATH = Path("data") / "linli.sqlite3"
 
@@ -39,7 +40,10 @@ class Settings(BaseSettings):
     bot_framework: Literal["aiogram", "ptb"] = "aiogram"
     default_locale: Literal["zh", "en"] = "zh"
     timezone: str = "Asia/Shanghai"
-    superadmins: list[int] = Field(default_factory=list, description="Telegram user ids that are secretaries everywhere")
+    # NoDecode: "11, 22" in the environment is a comma-separated list, not JSON.
+    superadmins: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, description="Telegram user ids that are secretaries everywhere"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Telegram's limits, overridable (paid broadcasts; benchmarks).
@@ -162,6 +166,9 @@ class SettingsError(Exception):
 def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
+    except SourceError as exc:  # e.g. a JSON setting that is not JSON
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise SettingsError(f"invalid configuration: {exc}{cause}") from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

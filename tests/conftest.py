@@ -14,6 +14,10 @@ from bot.storage.db import make_engine, migrate
 
 pytest_plugins = ["tests.netguard"]
 
+# PTB's documented opt-in to timedelta retry_after (the adapter sets it too); the raw-PTB
+# self-tests of the fake server would otherwise warn.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 DB_KINDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
 

@@ -36,7 +36,10 @@ def _lookup(overrides: Mapping[str, Any] | None, category: str, urgency: str, st
         for urg in (urgency, "*"):
             steps = by_urgency.get(urg)
             if isinstance(steps, Mapping) and steps.get(step):
-                return parse_duration(str(steps[step]))
+                try:
+                    return parse_duration(str(steps[step]))
+                except ValueError:  # a community's config is not validated on load: skip, don't crash
+                    continue
     return None
 
 

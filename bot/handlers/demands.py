@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 
 from bot.domain.categories import URGENCIES, parse_category
 from bot.domain.demands import MAX_TEXT, State, excerpt, parse_stars
 from bot.handlers.base import Context, Router
-from bot.services.errors import UserError
+from bot.services.errors import Denied, UserError
+from bot.storage.models import Demand
 from bot.transport.port import Button, Keyboard
-from bot.ui.demands import category_name, demand_card, demand_line, stars
+from bot.ui.demands import DemandView, Shown, category_name, demand_card, demand_line, shown_in, stars
 from bot.ui.html import Html
 from bot.ui.i18n import LOCALES, t
 from config.categories import CATEGORIES
@@ -28,12 +30,21 @@ def parse_number(raw: str) -> int | None:
 
 
 def number_and_rest(ctx: Context, usage: str) -> tuple[int, str]:
-    """The leading demand number of the arguments and the text after it; a usage error without one."""
-    head, _, rest = ctx.args.partition(" ")
+    """The leading demand number of the arguments and the text after it; a usage error without one.
+
+    Any whitespace ends the number: a Chinese IME types the full-width space U+3000, a phone a newline.
+    """
+    head, rest = split_first(ctx.args)
     n = parse_number(head) if head else None
     if n is None:
         raise UserError(usage)
-    return n, rest.strip()
+    return n, rest
+
+
+def split_first(text: str) -> tuple[str, str]:
+    """The first word and the rest, split at any whitespace (str.split knows U+3000)."""
+    parts = text.strip().split(None, 1)
+    return (parts[0] if parts else "", parts[1].strip() if len(parts) > 1 else "")
 
 
 async def community_id(ctx: Context) -> int:
@@ -45,9 +56,8 @@ async def community_id(ctx: Context) -> int:
     return community.id
 
 
-def reveal_here(ctx: Context, public: bool) -> bool:
-    """A demand filed privately and not to be shown stays out of resident chats."""
-    return public or ctx.chat is None or ctx.chat.kind != "resident"
+def shown_here(ctx: Context, d: Demand) -> Shown:
+    return shown_in(d, ctx.chat.kind if ctx.chat is not None and ctx.event.chat.is_group else None)
 
 
 # ---------------------------------------------------------------------- filing
@@ -61,14 +71,25 @@ async def demand(ctx: Context) -> None:
         # The secretary files someone's message for them (the service checks the role).
         await ctx.services.people.ensure_user(replied.user.id, replied.user.first_name, replied.user.username)
         text = ctx.args or replied.text
-        filed = await ctx.services.demands.file(
-            actor_id=ev.user.id, community_id=await community_id(ctx), text=text, photo=replied.photo_file_id,
-            origin_chat_id=ev.chat.id, origin_thread_id=ev.thread_id, origin_message_id=replied.message_id,
-            on_behalf_of=replied.user.id, via="reply",
-        )
+        try:
+            filed = await ctx.services.demands.file(
+                actor_id=ev.user.id, community_id=await community_id(ctx), text=text, photo=replied.photo_file_id,
+                origin_chat_id=ev.chat.id, origin_thread_id=ev.thread_id, origin_message_id=replied.message_id,
+                on_behalf_of=replied.user.id, via="reply",
+            )
+        except Denied as exc:
+            if exc.key != "err_not_secretary":
+                raise
+            # Say what a resident can do instead: file their own, not as a reply.
+            raise UserError("err_demand_for_other") from None
         d = filed.demand
         ctx.reply(ctx.t("filed_for", n=d.number, name=replied.user.full_name, category=category_name(ctx.tr, d.category),
                         text=excerpt(d.text)), quote=True)
+        return
+    if replied is not None and replied.user is not None and replied.user.id == ev.user.id and not ctx.args:
+        # /demand as a reply to one's own message files that message.
+        await file_here(ctx, replied.text or "", via="reply", photo=ev.photo_file_id or replied.photo_file_id,
+                        message_id=replied.message_id)
         return
     if ev.chat.is_private and not ctx.args and not ev.photo_file_id:
         await start_form(ctx, await community_id(ctx))
@@ -76,7 +97,8 @@ async def demand(ctx: Context) -> None:
     await file_here(ctx, ctx.args, via="command")
 
 
-async def file_here(ctx: Context, text: str, *, via: str) -> None:
+async def file_here(ctx: Context, text: str, *, via: str, photo: str | None = None,
+                    message_id: int | None = None) -> None:
     ev = ctx.event
     if ev.chat.is_group and (ctx.chat is None or ctx.chat.community_id is None):
         raise UserError("err_not_bound")
@@ -85,8 +107,9 @@ async def file_here(ctx: Context, text: str, *, via: str) -> None:
     if not text.strip():
         raise UserError("err_demand_text_missing")
     filed = await ctx.services.demands.file(
-        actor_id=ev.user.id, community_id=await community_id(ctx), text=text, photo=ev.photo_file_id,
-        origin_chat_id=ev.chat.id, origin_thread_id=ev.thread_id, origin_message_id=ev.message_id, via=via,
+        actor_id=ev.user.id, community_id=await community_id(ctx), text=text, photo=photo or ev.photo_file_id,
+        origin_chat_id=ev.chat.id, origin_thread_id=ev.thread_id, origin_message_id=message_id or ev.message_id,
+        via=via,
     )
     d = filed.demand
     key = "filed_group" if ev.chat.is_group else "filed_private"
@@ -135,6 +158,8 @@ async def start_with_form(ctx: Context) -> None:
     assert ctx.match is not None
     if not ctx.event.chat.is_private:
         raise UserError("err_private_only")
+    if await ctx.services.communities.get(int(ctx.match.group(1))) is None:
+        raise UserError("err_bad_link")
     await start_form(ctx, int(ctx.match.group(1)))
 
 
@@ -256,15 +281,31 @@ async def demands(ctx: Context) -> None:
         ctx.reply(ctx.t("demands_empty", scope=ctx.t(f"scope_{listing.scope}")))
         return
     lines = [ctx.t("demands_head", scope=ctx.t(f"scope_{listing.scope}"), count=listing.total)]
-    lines += [demand_line(ctx.tr, d, now, reveal=reveal_here(ctx, d.public)) for d in listing.demands]
+    lines += [demand_line(ctx.tr, d, now, shown=shown_here(ctx, d)) for d in listing.demands]
     if listing.total > len(listing.demands):
         lines.append(ctx.t("demands_more", more=listing.total - len(listing.demands)))
     ctx.reply(Html("\n".join(lines)))
 
 
+def _filed_privately(view: DemandView) -> bool:
+    origin = view.demand.origin_chat_id
+    return origin is None or origin > 0
+
+
+def _without_submitter(view: DemandView) -> DemandView:
+    """The card for a resident chat of a demand filed privately: the form promises no name there,
+    so neither the submitter line nor the submitter's own timeline entries name them."""
+    submitter_id = view.demand.submitter_id
+    events = [(ev, None if ev.actor_id is not None and ev.actor_id == submitter_id else actor)
+              for ev, actor in view.events]
+    return dataclasses.replace(view, secretary=False, submitter=None, events=events)
+
+
 async def _view(ctx: Context, n: int) -> None:
     view = await ctx.services.demands.view(actor_id=ctx.event.user.id, community_id=await community_id(ctx), number=n)
-    card = demand_card(ctx.tr, view, ctx.services.ctx.clock(), reveal=reveal_here(ctx, view.demand.public))
+    if ctx.chat is not None and ctx.chat.kind == "resident" and _filed_privately(view):
+        view = _without_submitter(view)
+    card = demand_card(ctx.tr, view, ctx.services.ctx.clock(), shown=shown_here(ctx, view.demand))
     ctx.reply(card)
 
 
@@ -299,7 +340,19 @@ async def accept_button(ctx: Context) -> None:
         return
     done = await ctx.services.demands.accept(actor_id=ctx.event.user.id, community_id=d.community_id, number=d.number)
     ctx.answer(str(ctx.t("done_accepted", n=done.number)))
-    ctx.reply(ctx.t("done_accepted", n=done.number))
+    if ctx.event.callback_message_id is None:
+        ctx.reply(ctx.t("done_accepted", n=done.number))
+        return
+    # The alert keeps its text, loses its button, and says who accepted it.
+    category = category_name(ctx.tr, done.category)
+    if ctx.event.chat.is_private:
+        alert = ctx.t("alert_new_demand", n=done.number, category=category, urgency=ctx.t(f"urg_{done.urgency}"),
+                      text=done.text, location=done.location or "-")
+    else:
+        short = excerpt(done.text) if done.public else str(ctx.t("not_public"))
+        alert = ctx.t("alert_new_demand_short", n=done.number, category=category, text=short)
+    marked = Html(alert + "\n" + ctx.t("accepted_by", name=ctx.event.user.full_name))
+    ctx.send_to(ctx.event.chat.id, marked, edit_message_id=ctx.event.callback_message_id)
 
 
 @router.command("assign")
@@ -399,7 +452,7 @@ async def urgency(ctx: Context) -> None:
 @router.command("rate")
 async def rate(ctx: Context) -> None:
     n, rest = number_and_rest(ctx, "err_usage_rate")
-    score_raw, _, comment = rest.partition(" ")
+    score_raw, comment = split_first(rest)
     score = parse_stars(score_raw) if score_raw else None
     if score is None:
         raise UserError("err_usage_rate")
@@ -470,7 +523,7 @@ async def skip(ctx: Context) -> None:
 async def _report(ctx: Context) -> None:
     ev = ctx.event
     if not ev.chat.is_group:
-        raise UserError("err_group_only")
+        raise UserError("err_report_where")  # names the place and shows how, unlike a bare "groups only"
     if ev.reply_to is None:
         raise UserError("err_usage_report")
     author = ev.reply_to.user.full_name if ev.reply_to.user else None

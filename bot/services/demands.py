@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from bot.domain.categories import guess_category, guess_urgency, merged_keywords
+from bot.domain.categories import URGENCIES, guess_category, guess_urgency, merged_keywords
 from bot.domain.demands import (
     MAX_LOCATION,
     MAX_NOTE,
@@ -58,6 +58,7 @@ from bot.ui.demands import (
 )
 from bot.ui.html import Html, esc
 from bot.ui.i18n import Translator
+from config.categories import CATEGORIES
 from config.settings import parse_duration
 
 LIST_LIMIT = 30
@@ -150,7 +151,7 @@ class DemandService:
                    note: str | None = None) -> str:
         """A timeline entry; returns a key unique to this change, for the outbox rows it causes."""
         ev = DemandEvent(demand_id=d.id, actor_id=actor_id, action=action, from_state=before, to_state=d.state,
-                         note=note)
+                         note=note, created_at=self.ctx.clock())  # the service's clock, like every other time
         s.add(ev)
         await s.flush()
         return f"d{d.id}:e{ev.id}"
@@ -190,8 +191,12 @@ class DemandService:
                     fallback_reply_to=f.origin_message_id, dedup_key=f"{key}:u{user.id}",
                 )
 
-    async def _alert(self, s: AsyncSession, community: Community, render: Render, *, key: str) -> None:
+    async def _alert(self, s: AsyncSession, community: Community, render: Render, *, key: str,
+                     group_render: Render | None = None) -> None:
+        """`group_render` is what the member chat gets when no secretary has started the bot."""
         secretaries = await secretary_users(s, self.ctx.roles, community.id)
+        if group_render is not None and not any(u.started for u in secretaries):
+            render = group_render
         await alert_secretaries(s, community, secretaries, render, default_locale=self._locale, dedup_key=key)
 
     async def _member_chat(self, s: AsyncSession, community_id: int) -> Chat | None:
@@ -201,6 +206,17 @@ class DemandService:
             .order_by(Chat.id)
             .limit(1)
         )
+
+    async def _notify_assignee(self, s: AsyncSession, d: Demand, community: Community, render: Render,
+                               *, key: str) -> None:
+        """Privately if started, else a mention in the member chat (where dispatching told them)."""
+        assignee = await s.get(User, d.assignee_id) if d.assignee_id is not None else None
+        if assignee is None:
+            return
+        chat = await self._member_chat(s, community.id)
+        await notify_user(s, assignee, render, community=community, default_locale=self._locale,
+                          fallback_chat_id=chat.id if chat else None,
+                          fallback_thread_id=chat.topic_id if chat else None, dedup_key=f"{key}:assignee")
 
     async def _may_see(self, s: AsyncSession, d: Demand, user_id: int) -> bool:
         if user_id in (d.submitter_id, d.assignee_id):
@@ -235,6 +251,8 @@ class DemandService:
             submitter_id = actor_id
             if on_behalf_of is not None and on_behalf_of != actor_id:
                 await self._require_secretary(s, community_id, actor_id)
+                if await s.get(User, on_behalf_of) is None:  # else a foreign-key error, not a reply
+                    raise NotFound("err_unknown_user")
                 submitter_id = on_behalf_of
             elif origin_chat_id is not None and origin_chat_id < 0:
                 chat = await s.get(Chat, origin_chat_id)
@@ -265,8 +283,7 @@ class DemandService:
             )
             s.add(d)
             await s.flush()
-            note = via if on_behalf_of is None else f"{via}; by {actor_id}"
-            await self._log(s, d, actor_id, Action.FILE, None, note)
+            await self._log(s, d, actor_id, Action.FILE, None)
             await self._schedule_deadlines(s, d)
             await self._announce_new(s, d, community)
             if via == "form" and public:
@@ -489,10 +506,10 @@ class DemandService:
 
     async def duplicate(self, *, actor_id: int, community_id: int, number: int, of: int) -> tuple[Demand, Demand]:
         """Close n as a duplicate of m; n's submitter follows m from now on."""
-        if number == of:
-            raise UserError("err_duplicate_self", n=number)
         async with self._change() as s:
             await self._require_secretary(s, community_id, actor_id)
+            if number == of:
+                raise UserError("err_duplicate_self", n=number)
             d = await self._demand(s, community_id, number)
             target = await self._demand(s, community_id, of)
             seen = {d.id}
@@ -506,6 +523,8 @@ class DemandService:
                 target = nxt
             if target.id == d.id:
                 raise UserError("err_duplicate_self", n=number)
+            if target.state in (State.REJECTED, State.DUPLICATE):  # nothing there to follow
+                raise UserError("err_duplicate_target", m=target.number, state=Term(f"state_{target.state}"))
             community = await self._community(s, community_id)
             before = d.state
             d.state = self._move(d, Action.DUPLICATE)
@@ -541,6 +560,8 @@ class DemandService:
                     d.state, d.resolved_at, self.ctx.clock()
                 ):
                     raise UserError("err_reopen_too_late", n=number)
+                if d.state in (State.REJECTED, State.DUPLICATE):
+                    raise Denied("err_reopen_secretary_only", n=number, state=Term(f"state_{d.state}"))
                 if d.state not in (State.RESOLVED, State.RATED):
                     raise UserError("err_state_reopen", n=number, state=Term(f"state_{d.state}"))
             before = d.state
@@ -555,11 +576,7 @@ class DemandService:
             if actor_id == d.submitter_id and not secretary:
                 await self._alert(s, community, _text("alert_reopened", n=d.number), key=f"{key}:sec")
             if d.assignee_id is not None and d.assignee_id != actor_id:
-                assignee = await s.get(User, d.assignee_id)
-                if assignee is not None:
-                    await notify_user(s, assignee, _text("note_reopened", n=d.number), community=community,
-                                      default_locale=self._locale, fallback_chat_id=None,
-                                      dedup_key=f"{key}:assignee")
+                await self._notify_assignee(s, d, community, _text("note_reopened", n=d.number), key=key)
         return d
 
     async def set_category(self, *, actor_id: int, community_id: int, number: int, category: str) -> Demand:
@@ -571,6 +588,10 @@ class DemandService:
     async def _reclassify(self, actor_id: int, community_id: int, number: int, *, category: str | None = None,
                           urgency: str | None = None) -> Demand:
         """A changed category or urgency moves the deadlines; old timers see the new ones and stand down."""
+        if category is not None and category not in CATEGORIES:
+            raise UserError("err_usage_category")
+        if urgency is not None and urgency not in URGENCIES:
+            raise UserError("err_usage_urgency")
         async with self._change() as s:
             await self._require_secretary(s, community_id, actor_id)
             d = await self._demand(s, community_id, number)
@@ -612,13 +633,10 @@ class DemandService:
                 d.state = self._move(d, Action.NOT_FIXED)
                 key = await self._log(s, d, actor_id, Action.NOT_FIXED, before, text)
                 await self._alert(s, community, _text("alert_not_fixed", n=d.number, comment=text or "-"),
+                                  group_render=None if d.public else _text("alert_not_fixed", n=d.number, comment="-"),
                                   key=f"{key}:sec")
                 if d.assignee_id is not None:
-                    assignee = await s.get(User, d.assignee_id)
-                    if assignee is not None:
-                        await notify_user(s, assignee, _text("note_not_fixed", n=d.number), community=community,
-                                          default_locale=self._locale, fallback_chat_id=None,
-                                          dedup_key=f"{key}:assignee")
+                    await self._notify_assignee(s, d, community, _text("note_not_fixed", n=d.number), key=key)
                 return d
             if not 1 <= stars_given <= 5:
                 raise UserError("err_rate_usage")
@@ -631,6 +649,8 @@ class DemandService:
                 await self._alert(
                     s, community, _text("alert_low_rating", n=d.number, stars=stars(stars_given), comment=text or "-"),
                     key=f"{key}:sec",
+                    group_render=None if d.public else _text("alert_low_rating", n=d.number, stars=stars(stars_given),
+                                                             comment="-"),
                 )
         return d
 
@@ -651,7 +671,9 @@ class DemandService:
             if d.rating is not None and d.rating <= 2:
                 community = await self._community(s, d.community_id)
                 await self._alert(s, community, _text("alert_low_rating", n=d.number, stars=stars(d.rating),
-                                                      comment=body), key=f"{key}:sec")
+                                                      comment=body), key=f"{key}:sec",
+                                  group_render=None if d.public else _text("alert_low_rating", n=d.number,
+                                                                           stars=stars(d.rating), comment="-"))
         return d
 
     # ------------------------------------------------------------------ reports (举报 / 求助)
@@ -685,11 +707,16 @@ class DemandService:
         community = await self._community(s, d.community_id)
         await self._log(s, d, None, Action.REMIND, d.state)
 
-        def render(tr: Translator) -> tuple[str, Keyboard | None]:
-            return tr("alert_accept_due", n=d.number, category=category_name(tr, d.category),
-                      text=excerpt(d.text)), accept_keyboard(tr, d.id)
+        def render_as(public: bool) -> Render:
+            def render(tr: Translator) -> tuple[str, Keyboard | None]:
+                text = excerpt(d.text) if public else str(tr("not_public"))
+                return tr("alert_accept_due", n=d.number, category=category_name(tr, d.category),
+                          text=text), accept_keyboard(tr, d.id)
 
-        await self._alert(s, community, render, key=f"d{d.id}:accept-due:{job.guard}")
+            return render
+
+        await self._alert(s, community, render_as(True), key=f"d{d.id}:accept-due:{job.guard}",
+                          group_render=render_as(d.public))
         return "reminded"
 
     async def _job_overdue(self, s: AsyncSession, job: Job) -> str:
@@ -699,10 +726,15 @@ class DemandService:
         community = await self._community(s, d.community_id)
         await self._log(s, d, None, Action.OVERDUE, d.state)
 
-        def render(tr: Translator) -> tuple[str, Keyboard | None]:
-            return tr("alert_overdue", n=d.number, state=state_name(tr, d.state), text=excerpt(d.text)), None
+        def render_as(public: bool) -> Render:
+            def render(tr: Translator) -> tuple[str, Keyboard | None]:
+                text = excerpt(d.text) if public else str(tr("not_public"))
+                return tr("alert_overdue", n=d.number, state=state_name(tr, d.state), text=text), None
 
-        await self._alert(s, community, render, key=f"d{d.id}:overdue:{job.guard}")
+            return render
+
+        await self._alert(s, community, render_as(True), key=f"d{d.id}:overdue:{job.guard}",
+                          group_render=render_as(d.public))
         return "overdue"
 
     async def _job_reask(self, s: AsyncSession, job: Job) -> str:
@@ -731,9 +763,13 @@ class _Change:
 
     async def __aexit__(self, et: Any, ev: Any, tb: Any) -> bool:
         try:
-            return bool(await self._cm.__aexit__(et, ev, tb))
+            handled = bool(await self._cm.__aexit__(et, ev, tb))
         except StaleDataError:
             raise UserError("err_demand_conflict") from None
+        # The version check usually fails at a flush inside the block, not at commit.
+        if et is not None and issubclass(et, StaleDataError):
+            raise UserError("err_demand_conflict") from None
+        return handled
 
 
 def locale_for(user: User | None, community: Community | None, default: str) -> str:

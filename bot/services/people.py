@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from bot.services.base import ServiceContext
 from bot.services.errors import UserError
@@ -165,11 +165,7 @@ class PeopleService:
     async def find_by_username(self, username: str) -> User | None:
         name = username.lstrip("@").lower()
         async with self.ctx.read() as s:
-            rows = await s.scalars(select(User).where(User.username.is_not(None)))
-            for row in rows:
-                if row.username and row.username.lower() == name:
-                    return row
-        return None
+            return await s.scalar(select(User).where(func.lower(User.username) == name).limit(1))
 
     async def export(self, user_id: int) -> bytes:
         """/mydata: every row that is about this user, as one JSON document."""

@@ -10,8 +10,9 @@ from bot.transport.port import BotApi, Event, User
 
 EventSink = Callable[[Event], Awaitable[None]]
 
-# "/cmd", "/cmd@bot", "/notice!" followed by whitespace or the end.
-_COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32}!?)(?:@([A-Za-z0-9_]+))?(?:\s+|$)", re.S)
+# "/cmd", "/cmd@bot", "/notice!"; Chinese text may follow without a space ("/demand路灯坏了"),
+# as Telegram itself ends a command at the first character that cannot be in one.
+_COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32}!?)(?:@([A-Za-z0-9_]+))?(?![A-Za-z0-9_@])", re.S)
 
 
 def split_command(text: str | None, bot_username: str | None) -> tuple[str, str] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from bot.domain.demands import OPEN, State, excerpt, is_overdue
 from bot.storage.models import Demand, DemandEvent
@@ -14,6 +15,21 @@ from bot.ui.html import Html, esc
 from bot.ui.i18n import Translator
 
 STAR = "⭐"
+
+
+class Shown(StrEnum):
+    """How much of a demand a chat may see."""
+
+    FULL = "full"
+    EXCERPT = "excerpt"  # number, category and an excerpt: a form demand its submitter let be shown
+    HIDDEN = "hidden"  # a form demand its submitter kept private
+
+
+def shown_in(d: Demand, chat_kind: str | None) -> Shown:
+    """Resident chats see what was typed there, and of form demands only what the submitter chose."""
+    if chat_kind != "resident" or (d.origin_chat_id is not None and d.origin_chat_id < 0):
+        return Shown.FULL
+    return Shown.EXCERPT if d.public else Shown.HIDDEN
 
 
 @dataclass
@@ -49,10 +65,10 @@ def person(tr: Translator, user: UserRow | None) -> Html:
     return esc(user.display_name) if user is not None else tr("someone_anonymous")
 
 
-def demand_line(tr: Translator, d: Demand, now: datetime, *, reveal: bool) -> Html:
+def demand_line(tr: Translator, d: Demand, now: datetime, *, shown: Shown) -> Html:
     """One line of /demands: number, state, category, excerpt, and the clickable /view_n."""
     overdue = tr("overdue_mark") if is_overdue(d.state, d.resolve_by, now) else Html("")
-    text = esc(excerpt(d.text)) if reveal else tr("not_public")
+    text = tr("not_public") if shown == Shown.HIDDEN else esc(excerpt(d.text))
     return tr(
         "demand_line", n=d.number, state=state_name(tr, d.state), category=category_name(tr, d.category),
         text=text, overdue=overdue,
@@ -80,7 +96,7 @@ def event_line(tr: Translator, ev: DemandEvent, actor: UserRow | None, tz: str) 
     return tr("event_line", when=when, who=who, what=what, note=note)
 
 
-def demand_card(tr: Translator, view: DemandView, now: datetime, *, reveal: bool) -> Html:
+def demand_card(tr: Translator, view: DemandView, now: datetime, *, shown: Shown) -> Html:
     d, tz = view.demand, view.timezone
     lines = [
         tr(
@@ -88,15 +104,17 @@ def demand_card(tr: Translator, view: DemandView, now: datetime, *, reveal: bool
             state=state_name(tr, d.state),
         )
     ]
-    if reveal:
+    if shown == Shown.FULL:
         lines.append(tr("card_text", text=d.text))
         if d.location:
             lines.append(tr("card_location", location=d.location))
         if d.photo_file_id:
             lines.append(tr("card_photo"))
+    elif shown == Shown.EXCERPT:
+        lines.append(tr("card_text", text=excerpt(d.text)))
     else:
         lines.append(tr("card_hidden"))
-    if view.secretary and reveal:
+    if view.secretary and shown == Shown.FULL:
         lines.append(tr("card_submitter", name=person(tr, view.submitter)))
     if view.assignee is not None:
         lines.append(tr("card_assignee", name=person(tr, view.assignee)))

@@ -16,7 +16,7 @@ from bot.app import App
 from config.settings import Settings, load_settings
 from tests.fakeapi.server import FakeTelegram
 
-FRAMEWORKS = ["aiogram"]  # ptb joins when its adapter lands
+FRAMEWORKS = ["aiogram", "ptb"]
 
 # Telegram's real limits would make every test wait; one test checks the limits themselves.
 FAST = {

@@ -1,0 +1,466 @@
+"""The python-telegram-bot 22 adapter: long polling through PTB's Application, Bot API calls through its Bot.
+
+Mirrors aiogram_adapter.py: the same updates become the same Events, the same failures the same
+port errors, so handlers, services and the sender cannot tell the frameworks apart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from datetime import timedelta
+from typing import Any, TypeVar
+
+# PTB 22 is moving time periods (RetryAfter.retry_after) from int to timedelta and warns on every
+# RetryAfter it builds unless this opt-in is set. We read the timedelta either way; the opt-in only
+# keeps deprecation warnings out of logs and test output. An explicit setting is respected.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+from telegram import (  # noqa: E402 - after the opt-in above
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    LinkPreviewOptions,
+    Message,
+    ReplyParameters,
+    Update,
+)
+from telegram import Chat as TgChat  # noqa: E402
+from telegram import ChatMemberUpdated as TgChatMemberUpdated  # noqa: E402
+from telegram import User as TgUser  # noqa: E402
+from telegram.constants import ParseMode  # noqa: E402
+from telegram.error import (  # noqa: E402
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    EndPointNotFound,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    TelegramError,
+    TimedOut,
+)
+from telegram.error import RetryAfter as TgRetryAfter  # noqa: E402
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults, TypeHandler  # noqa: E402
+from telegram.request import HTTPXRequest  # noqa: E402
+
+from bot.transport.base import EventSink, Transport, split_command  # noqa: E402
+from bot.transport.port import (  # noqa: E402
+    CallbackAnswer,
+    Chat,
+    Document,
+    Event,
+    EventKind,
+    Keyboard,
+    MemberChange,
+    PermanentError,
+    RepliedMessage,
+    RetryAfter,
+    Sent,
+    TransientError,
+    User,
+)
+
+log = logging.getLogger("linli.ptb")
+T = TypeVar("T")
+
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member"]
+
+# Seconds. PTB never retries a call itself; these only bound one attempt, and the sender retries.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 15.0
+WRITE_TIMEOUT = 20.0
+POOL_TIMEOUT = 10.0
+# getUpdates: PTB adds the long-poll timeout to this read timeout on every call.
+POLL_READ_MARGIN = 10.0
+
+# The raw description of the last refused call in this task. PTB drops "Bad Request: " and
+# re-capitalises what is left ("chat not found" -> "Chat not found"); the port carries Telegram's
+# own words, as on aiogram, for logs and for the sender's matching.
+_refusal: ContextVar[str | None] = ContextVar("ptb_refusal", default=None)
+
+
+class _Request(HTTPXRequest):
+    """PTB's httpx request, remembering the exact description of an error response."""
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        code, payload = await super().do_request(*args, **kwargs)
+        if not 200 <= code <= 299:
+            _refusal.set(_description(payload))
+        return code, payload
+
+
+def _description(payload: bytes) -> str | None:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    desc = data.get("description") if isinstance(data, dict) else None
+    return desc if isinstance(desc, str) else None
+
+
+def _retry_seconds(exc: TgRetryAfter) -> float:
+    # `_retry_after` is always a timedelta in PTB 22; the public attribute is int or timedelta
+    # depending on PTB_TIMEDELTA, and warns when it is int.
+    value: Any = getattr(exc, "_retry_after", None)
+    if value is None:
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+@asynccontextmanager
+async def _mapped_errors() -> AsyncIterator[None]:
+    """PTB's exceptions -> the port's, so the sender decides retries the same way for both."""
+    token = _refusal.set(None)
+    try:
+        yield
+    except TgRetryAfter as exc:
+        raise RetryAfter(_retry_seconds(exc), _refusal.get() or exc.message) from exc
+    except ChatMigrated as exc:
+        raise PermanentError(400, _refusal.get() or f"group chat was upgraded to {exc.new_chat_id}") from exc
+    except BadRequest as exc:  # a NetworkError subclass in PTB: before NetworkError
+        raise PermanentError(400, _refusal.get() or exc.message) from exc
+    except TimedOut as exc:
+        raise TransientError(str(exc)) from exc
+    except NetworkError as exc:  # connection failures and 5xx (and other unexpected statuses)
+        desc = _refusal.get() or exc.message
+        if "too large" in desc.lower():  # 413: retrying will not shrink the file
+            raise PermanentError(413, desc) from exc
+        raise TransientError(desc) from exc
+    except Forbidden as exc:
+        raise PermanentError(403, _refusal.get() or exc.message) from exc
+    except InvalidToken as exc:  # PTB raises this for both 401 and 404
+        desc = _refusal.get() or exc.message
+        raise PermanentError(404 if "not found" in desc.lower() else 401, desc) from exc
+    except EndPointNotFound as exc:
+        raise PermanentError(404, _refusal.get() or exc.message) from exc
+    except Conflict as exc:
+        raise PermanentError(409, _refusal.get() or exc.message) from exc
+    except TelegramError as exc:
+        if type(exc) is TelegramError:  # e.g. "Invalid server response": a garbled reply
+            raise TransientError(exc.message) from exc
+        raise PermanentError(400, _refusal.get() or exc.message) from exc
+    except (TimeoutError, OSError) as exc:
+        raise TransientError(repr(exc)) from exc
+    finally:
+        _refusal.reset(token)
+
+
+def _markup(keyboard: Keyboard | None) -> InlineKeyboardMarkup | None:
+    if keyboard is None:
+        return None
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(b.text, callback_data=b.data, url=b.url) for b in row] for row in keyboard.rows]
+    )
+
+
+def _reply(message_id: int | None) -> ReplyParameters | None:
+    if message_id is None:
+        return None
+    return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
+
+
+def _user(u: TgUser) -> User:
+    return User(
+        id=u.id,
+        first_name=u.first_name or "",
+        last_name=u.last_name,
+        username=u.username,
+        language_code=u.language_code,
+        is_bot=u.is_bot,
+    )
+
+
+def _chat(c: TgChat) -> Chat:
+    return Chat(id=c.id, type=str(getattr(c.type, "value", c.type)), title=c.title, is_forum=bool(c.is_forum))
+
+
+def _status(s: Any) -> str:
+    return str(getattr(s, "value", s))
+
+
+def _thread(message: Message) -> int | None:
+    # Only forum topics are threads we answer in; reply threads of ordinary groups are not.
+    if message.chat.is_forum and message.is_topic_message:
+        return message.message_thread_id
+    return None
+
+
+class PtbApi:
+    """The port's BotApi over a PTB Bot (whose Defaults give HTML and no link previews)."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    async def _do(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with _mapped_errors():
+            return await call()
+
+    async def get_me(self) -> User:
+        return _user(await self._do(self.bot.get_me))
+
+    async def send_message(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        thread_id: int | None = None,
+        reply_to_message_id: int | None = None,
+        keyboard: Keyboard | None = None,
+    ) -> Sent:
+        m = await self._do(
+            lambda: self.bot.send_message(
+                chat_id, text, message_thread_id=thread_id, reply_parameters=_reply(reply_to_message_id),
+                reply_markup=_markup(keyboard),
+            )
+        )
+        return Sent(m.message_id, m.chat.id)
+
+    async def send_photo(
+        self,
+        chat_id: int,
+        photo: str | bytes,
+        *,
+        caption: str | None = None,
+        thread_id: int | None = None,
+        reply_to_message_id: int | None = None,
+        keyboard: Keyboard | None = None,
+    ) -> Sent:
+        file: str | InputFile = InputFile(photo, filename="photo.png") if isinstance(photo, bytes) else photo
+        m = await self._do(
+            lambda: self.bot.send_photo(
+                chat_id, file, caption=caption, message_thread_id=thread_id,
+                reply_parameters=_reply(reply_to_message_id), reply_markup=_markup(keyboard),
+            )
+        )
+        return Sent(m.message_id, m.chat.id)
+
+    async def send_document(
+        self,
+        chat_id: int,
+        document: Document,
+        *,
+        caption: str | None = None,
+        thread_id: int | None = None,
+        reply_to_message_id: int | None = None,
+    ) -> Sent:
+        m = await self._do(
+            lambda: self.bot.send_document(
+                chat_id, InputFile(document.data, filename=document.filename), caption=caption,
+                message_thread_id=thread_id, reply_parameters=_reply(reply_to_message_id),
+            )
+        )
+        return Sent(m.message_id, m.chat.id)
+
+    async def edit_message_text(
+        self, chat_id: int, message_id: int, text: str, *, keyboard: Keyboard | None = None
+    ) -> None:
+        await self._do(
+            lambda: self.bot.edit_message_text(
+                text, chat_id=chat_id, message_id=message_id, reply_markup=_markup(keyboard)
+            )
+        )
+
+    async def pin_message(self, chat_id: int, message_id: int) -> None:
+        await self._do(lambda: self.bot.pin_chat_message(chat_id, message_id, disable_notification=True))
+
+    async def answer_callback(self, answer: CallbackAnswer) -> None:
+        await self._do(
+            lambda: self.bot.answer_callback_query(answer.callback_id, text=answer.text, show_alert=answer.show_alert)
+        )
+
+    async def get_chat_member_status(self, chat_id: int, user_id: int) -> str:
+        member = await self._do(lambda: self.bot.get_chat_member(chat_id, user_id))
+        return _status(member.status)
+
+
+class PtbTransport(Transport):
+    def __init__(self, token: str, api_base: str | None, *, poll_timeout: int = 25) -> None:
+        self.poll_timeout = poll_timeout
+        # httpx logs every request at INFO with its URL, and the URL holds the bot token.
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.level == logging.NOTSET:
+            httpx_log.setLevel(logging.WARNING)
+        self._requests = (
+            _Request(
+                connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, write_timeout=WRITE_TIMEOUT,
+                pool_timeout=POOL_TIMEOUT, media_write_timeout=WRITE_TIMEOUT,
+            ),
+            _Request(
+                connection_pool_size=1, connect_timeout=CONNECT_TIMEOUT, read_timeout=POLL_READ_MARGIN,
+                write_timeout=WRITE_TIMEOUT, pool_timeout=POOL_TIMEOUT,
+            ),
+        )
+        builder = (
+            ApplicationBuilder()
+            .token(token)
+            .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True)))
+            .request(self._requests[0])
+            .get_updates_request(self._requests[1])
+            .job_queue(None)
+            .persistence(None)
+            # One update at a time, in order: the sink only queues it per chat and returns at once.
+            .concurrent_updates(False)
+        )
+        if api_base:
+            builder = builder.base_url(api_base.rstrip("/") + "/bot")
+        self.app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
+        self.app.add_handler(TypeHandler(Update, self._on_update))
+        self.app.add_error_handler(self._on_handler_error)
+        self.api = PtbApi(self.app.bot)
+        self._sink: EventSink | None = None
+
+    async def start(self, on_event: EventSink) -> None:
+        self._sink = on_event
+        async with _mapped_errors():
+            await self.app.initialize()  # calls getMe
+        self.bot_user = _user(self.app.bot.bot)
+        updater = self.app.updater
+        assert updater is not None  # built by ApplicationBuilder
+        async with _mapped_errors():
+            await updater.start_polling(
+                poll_interval=0,
+                timeout=timedelta(seconds=self.poll_timeout),
+                # PTB first calls deleteWebhook; a passing network hiccup should not fail the start.
+                bootstrap_retries=3,
+                allowed_updates=ALLOWED_UPDATES,
+                drop_pending_updates=False,
+                error_callback=self._on_poll_error,
+            )
+        await self.app.start()
+
+    async def stop(self) -> None:
+        # Each step only if its start got that far, so a half-failed start still cleans up.
+        updater = self.app.updater
+        if updater is not None and updater.running:
+            try:
+                await updater.stop()  # also confirms the fetched updates to Telegram
+            except Exception:
+                log.exception("stopping PTB polling failed")
+        if self.app.running:
+            try:
+                await self.app.stop()  # hands the updates already fetched to the sink first
+            except Exception:
+                log.exception("stopping the PTB application failed")
+        try:
+            await self.app.shutdown()
+        except Exception:
+            log.exception("PTB shutdown failed")
+        # If initialize() failed half way, shutdown() skips the HTTP clients; close them anyway.
+        for request in self._requests:
+            try:
+                await request.shutdown()
+            except Exception:
+                log.debug("closing a PTB HTTP client failed", exc_info=True)
+
+    def _on_poll_error(self, exc: TelegramError) -> None:
+        # PTB keeps polling with its own backoff; a failed getUpdates is worth a line, not a crash.
+        log.warning("getUpdates failed: %s: %s", type(exc).__name__, exc.message)
+
+    async def _on_handler_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("update %s could not be handed over", getattr(update, "update_id", "?"), exc_info=context.error)
+
+    async def _emit(self, event: Event) -> None:
+        if self._sink is not None:
+            await self._sink(event)
+
+    # ---- PTB types -> Event
+
+    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.message is not None:
+            await self._on_message(update.message, update.update_id)
+        elif update.callback_query is not None:
+            await self._on_callback(update, update.update_id)
+        elif update.my_chat_member is not None:
+            await self._on_member(update.my_chat_member, update.update_id)
+        elif update.chat_member is not None:
+            await self._on_member(update.chat_member, update.update_id)
+
+    async def _on_message(self, message: Message, update_id: int) -> None:
+        chat = _chat(message.chat)
+        if message.new_chat_members or message.left_chat_member:
+            # Service messages, for groups where the bot gets no chat_member updates.
+            actor = _user(message.from_user) if message.from_user else None
+            for tg_user in message.new_chat_members:
+                member = _user(tg_user)
+                await self._emit(
+                    Event(EventKind.MEMBER, chat, actor or member, update_id=update_id,
+                          member_change=MemberChange(member, "left", "member"))
+                )
+            if message.left_chat_member:
+                member = _user(message.left_chat_member)
+                await self._emit(
+                    Event(EventKind.MEMBER, chat, actor or member, update_id=update_id,
+                          member_change=MemberChange(member, "member", "left"))
+                )
+            return
+        if message.from_user is None:  # channel posts and anonymous admins: nobody to answer
+            return
+        text = message.text if message.text is not None else message.caption
+        me = self.bot_user.username if self.bot_user else None
+        parsed = split_command(text, me)
+        if text and text.startswith("/") and parsed is None and split_command(text, None) is not None:
+            return  # a command for another bot
+        reply = message.reply_to_message
+        replied = None
+        if reply is not None and not (reply.forum_topic_created and _thread(message) == reply.message_id):
+            replied = RepliedMessage(
+                message_id=reply.message_id,
+                user=_user(reply.from_user) if reply.from_user else None,
+                text=reply.text if reply.text is not None else reply.caption,
+                photo_file_id=reply.photo[-1].file_id if reply.photo else None,
+            )
+        await self._emit(
+            Event(
+                EventKind.MESSAGE,
+                chat,
+                _user(message.from_user),
+                update_id=update_id,
+                message_id=message.message_id,
+                thread_id=_thread(message),
+                text=text,
+                command=parsed[0] if parsed else None,
+                args=parsed[1] if parsed else "",
+                photo_file_id=message.photo[-1].file_id if message.photo else None,
+                reply_to=replied,
+            )
+        )
+
+    async def _on_callback(self, update: Update, update_id: int) -> None:
+        query = update.callback_query
+        assert query is not None
+        msg = query.message
+        if msg is None:  # an inline-mode message: not ours
+            await self.api.answer_callback(CallbackAnswer(query.id))
+            return
+        thread = _thread(msg) if isinstance(msg, Message) else None
+        await self._emit(
+            Event(
+                EventKind.CALLBACK,
+                _chat(msg.chat),
+                _user(query.from_user),
+                update_id=update_id,
+                message_id=msg.message_id,
+                thread_id=thread,
+                callback_id=query.id,
+                callback_data=query.data,
+                callback_message_id=msg.message_id,
+            )
+        )
+
+    async def _on_member(self, update: TgChatMemberUpdated, update_id: int) -> None:
+        new = update.new_chat_member
+        await self._emit(
+            Event(
+                EventKind.MEMBER,
+                _chat(update.chat),
+                _user(update.from_user),
+                update_id=update_id,
+                member_change=MemberChange(_user(new.user), _status(update.old_chat_member.status), _status(new.status)),
+            )
+        )
