@@ -84,14 +84,21 @@ class PeopleService:
         self._chats = _TtlSet(600)
 
     async def observe(self, event: Event) -> Observed:
-        """Record the user (and chat, and membership of a bound chat) behind an update."""
+        """Record the user (and chat, and membership of a bound chat) behind an update.
+
+        Writes happen only when something is new or changed (remembered for a while), so the
+        common update costs one read.
+        """
         u, c = event.user, event.chat
         private = c.is_private
-        async with self.ctx.tx() as s:
-            if not u.is_bot:
-                snapshot = (u.first_name, u.last_name, u.username, u.language_code)
-                cached = self._users.get(u.id)
-                if cached is None or cached[0] != snapshot or (private and not cached[1]):
+        snapshot = (u.first_name, u.last_name, u.username, u.language_code)
+        cached = None if u.is_bot else self._users.get(u.id)
+        write_user = not u.is_bot and (cached is None or cached[0] != snapshot or (private and not cached[1]))
+        chat_snapshot = (c.title, c.is_forum)
+        write_chat = c.is_group and self._chats.get(c.id) != chat_snapshot
+        if write_user or write_chat:
+            async with self.ctx.tx() as s:
+                if write_user:
                     values: dict[str, Any] = {
                         "id": u.id,
                         "first_name": u.first_name[:128],
@@ -104,32 +111,37 @@ class PeopleService:
                         values["started"] = True
                         update_cols.append("started")
                     await upsert(s, User, values, ["id"], update_cols)
-                    started = private or bool(cached and cached[1])
-                    if not private and cached is None:
-                        row = await s.get(User, u.id)
-                        started = bool(row and row.started)
-                    self._users.put(u.id, (snapshot, started))
-            if c.is_group:
-                chat_snapshot = (c.title, c.is_forum)
-                if self._chats.get(c.id) != chat_snapshot:
+                if write_chat:
                     await upsert(
                         s, Chat, {"id": c.id, "type": c.type, "title": c.title, "is_forum": c.is_forum}, ["id"],
                         ["type", "title", "is_forum"],
                     )
-                    self._chats.put(c.id, chat_snapshot)
+        async with self.ctx.read() as s:
             user = await s.get(User, u.id) if not u.is_bot else None
-            chat = await s.get(Chat, c.id) if c.is_group else None
-            community = await s.get(Community, chat.community_id) if chat and chat.community_id else None
-            # A message or a button press in a bound chat shows the user is in it.
-            if (
-                chat is not None
-                and chat.kind
-                and user is not None
-                and event.kind in (EventKind.MESSAGE, EventKind.CALLBACK)
-                and not self._seen.get((c.id, u.id))
-            ):
+            chat = community = None
+            if c.is_group:
+                row = (
+                    await s.execute(
+                        select(Chat, Community).outerjoin(Community, Community.id == Chat.community_id).where(Chat.id == c.id)
+                    )
+                ).first()
+                if row is not None:
+                    chat, community = row
+        if user is not None:
+            self._users.put(u.id, (snapshot, user.started))
+        if write_chat:
+            self._chats.put(c.id, chat_snapshot)
+        # A message or a button press in a bound chat shows the user is in it.
+        if (
+            chat is not None
+            and chat.kind
+            and user is not None
+            and event.kind in (EventKind.MESSAGE, EventKind.CALLBACK)
+            and not self._seen.get((c.id, u.id))
+        ):
+            async with self.ctx.tx() as s:
                 await upsert(s, ChatMember, {"chat_id": c.id, "user_id": u.id, "status": "member"}, ["chat_id", "user_id"])
-                self._seen.put((c.id, u.id))
+            self._seen.put((c.id, u.id))
         return Observed(user, chat, community)
 
     async def record_presence(self, chat_id: int, user_id: int, status: str) -> None:

@@ -490,7 +490,8 @@ async def test_unknown_number(lp: Loop) -> None:
 
 
 async def test_concurrent_changes_one_wins_others_told(lp: Loop) -> None:
-    """Three secretaries act on one demand at once: one change wins, the others get a clear refusal."""
+    """Three secretaries act on one demand at once. The outcome is some serial order of the changes
+    that were allowed: no lost update; each refused change gets a clear reason and leaves no trace."""
     n = (await lp.file(BOB, "路灯坏了")).number
     a = {"community_id": lp.cid, "number": n}
     results = await asyncio.gather(
@@ -501,14 +502,16 @@ async def test_concurrent_changes_one_wins_others_told(lp: Loop) -> None:
     )
     won = [r for r in results if isinstance(r, Demand)]
     lost = [r for r in results if not isinstance(r, Demand)]
-    assert len(won) == 1, results
+    assert won, results
     for exc in lost:
         assert isinstance(exc, UserError), exc
         assert exc.key == "err_demand_conflict" or exc.key.startswith("err_state_"), exc.key
     d = await lp.get(n)
-    assert d.state == won[0].state and d.version == 2
-    assert [e.action for e in await lp.events(d.id)] == ["file", {"accepted": "accept", "rejected": "reject",
-                                                                   "resolved": "resolve"}[d.state]]
+    assert d.version == 1 + len(won)
+    actions = [e.action for e in await lp.events(d.id)]
+    assert actions[0] == "file" and len(actions) == 1 + len(won)
+    final = {"accept": "accepted", "reject": "rejected", "resolve": "resolved"}[actions[-1]]
+    assert d.state == final
 
 
 # ---------------------------------------------------------------------------------------------- permissions
