@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
+from datetime import timedelta
 
 from bot.domain.categories import URGENCIES, parse_category
 from bot.domain.demands import MAX_TEXT, State, excerpt, parse_stars
@@ -489,6 +490,7 @@ async def rate_button(ctx: Context) -> None:
 
 
 COMMENT = "rate_comment"
+COMMENT_WINDOW = timedelta(hours=1)  # how long after a rating a plain message counts as its comment
 
 
 @router.form(COMMENT)
@@ -499,7 +501,9 @@ async def rating_comment(ctx: Context) -> None:
     if conv is None:
         return
     text = (ev.text or "").strip()
-    if not text or text.startswith(TRIGGERS):
+    stale = ctx.services.ctx.clock() - conv.updated_at > COMMENT_WINDOW
+    if stale or not text or text.startswith(TRIGGERS):
+        # Long after the rating, a message is about something else, not a comment.
         await convs.clear(ev.user.id, ev.chat.id, COMMENT)
         if text:
             await trigger(ctx)

@@ -78,8 +78,10 @@ def spec_path() -> Path:
     env = os.environ.get("LINLI_API_SPEC")
     if env:
         return Path(env)
-    # tests/fakeapi/validate.py -> /work/main/tests/fakeapi; the shared folder sits beside main/.
-    return Path(__file__).resolve().parents[3] / "shared" / "telegram" / "api.json"
+    # The shared folder beside the project is kept current; a clone elsewhere uses the copy here
+    # (Bot API 10.1, from the MIT-licensed telegram-bot-api-spec project, see spec/LICENSE.api-json).
+    shared = Path(__file__).resolve().parents[3] / "shared" / "telegram" / "api.json"
+    return shared if shared.is_file() else Path(__file__).resolve().parent / "spec" / "api.json"
 
 
 class Spec:
