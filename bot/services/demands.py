@@ -199,6 +199,27 @@ class DemandService:
             render = group_render
         await alert_secretaries(s, community, secretaries, render, default_locale=self._locale, dedup_key=key)
 
+    async def _alert_about(self, s: AsyncSession, d: Demand, community: Community, message: str, *, key: str,
+                           group_message: str | None = None, with_accept: bool = False, **params: Any) -> None:
+        """Secretaries hear about a demand: all of it privately; in the member chat (when none has
+        started the bot) only its excerpt, and nothing of a form demand its submitter kept private."""
+
+        def render_as(private: bool) -> Render:
+            def render(tr: Translator) -> tuple[str, Keyboard | None]:
+                if private:
+                    text, extra = d.text, params
+                else:
+                    text = excerpt(d.text) if d.public else str(tr("not_public"))
+                    extra = params if d.public else {k: "-" for k in params}
+                body = tr(message if private else group_message or message, n=d.number, text=text,
+                          category=category_name(tr, d.category), urgency=urgency_name(tr, d.urgency),
+                          state=state_name(tr, d.state), location=d.location or "-", **extra)
+                return body, accept_keyboard(tr, d.id) if with_accept else None
+
+            return render
+
+        await self._alert(s, community, render_as(True), key=key, group_render=render_as(False))
+
     async def _member_chat(self, s: AsyncSession, community_id: int) -> Chat | None:
         return await s.scalar(
             select(Chat)
@@ -292,25 +313,8 @@ class DemandService:
 
     async def _announce_new(self, s: AsyncSession, d: Demand, community: Community) -> None:
         """Secretaries hear of every new demand, with a button to accept it."""
-
-        def render(tr: Translator) -> tuple[str, Keyboard | None]:
-            return tr(
-                "alert_new_demand", n=d.number, category=category_name(tr, d.category),
-                urgency=urgency_name(tr, d.urgency), text=d.text, location=d.location or "-",
-            ), accept_keyboard(tr, d.id)
-
-        def render_group(tr: Translator) -> tuple[str, Keyboard | None]:
-            # Shown in the member chat when no secretary has started the bot: no private text.
-            text = excerpt(d.text) if d.public else str(tr("not_public"))
-            return tr("alert_new_demand_short", n=d.number, category=category_name(tr, d.category), text=text), None
-
-        secretaries = await secretary_users(s, self.ctx.roles, community.id)
-        if any(u.started for u in secretaries):
-            await alert_secretaries(s, community, secretaries, render, default_locale=self._locale,
-                                    dedup_key=f"d{d.id}:new")
-        else:
-            await alert_secretaries(s, community, [], render_group, default_locale=self._locale,
-                                    dedup_key=f"d{d.id}:new")
+        await self._alert_about(s, d, community, "alert_new_demand", group_message="alert_new_demand_short",
+                                key=f"d{d.id}:new", with_accept=True)
 
     async def _post_public(self, s: AsyncSession, d: Demand, community: Community) -> None:
         """A form demand the submitter let be shown: its number, category and excerpt (no name) in
@@ -632,9 +636,7 @@ class DemandService:
             if stars_given == 0:
                 d.state = self._move(d, Action.NOT_FIXED)
                 key = await self._log(s, d, actor_id, Action.NOT_FIXED, before, text)
-                await self._alert(s, community, _text("alert_not_fixed", n=d.number, comment=text or "-"),
-                                  group_render=None if d.public else _text("alert_not_fixed", n=d.number, comment="-"),
-                                  key=f"{key}:sec")
+                await self._alert_about(s, d, community, "alert_not_fixed", key=f"{key}:sec", comment=text or "-")
                 if d.assignee_id is not None:
                     await self._notify_assignee(s, d, community, _text("note_not_fixed", n=d.number), key=key)
                 return d
@@ -646,12 +648,8 @@ class DemandService:
             d.rated_at = self.ctx.clock()
             key = await self._log(s, d, actor_id, Action.RATE, before, f"{stars(stars_given)} {text or ''}".strip())
             if stars_given <= 2:  # 回访: the secretaries call back
-                await self._alert(
-                    s, community, _text("alert_low_rating", n=d.number, stars=stars(stars_given), comment=text or "-"),
-                    key=f"{key}:sec",
-                    group_render=None if d.public else _text("alert_low_rating", n=d.number, stars=stars(stars_given),
-                                                             comment="-"),
-                )
+                await self._alert_about(s, d, community, "alert_low_rating", key=f"{key}:sec",
+                                        stars=stars(stars_given), comment=text or "-")
         return d
 
     async def comment(self, *, actor_id: int, demand_id: int, text: str | None) -> Demand:
@@ -670,10 +668,8 @@ class DemandService:
             key = await self._log(s, d, actor_id, Action.COMMENT, d.state, body)
             if d.rating is not None and d.rating <= 2:
                 community = await self._community(s, d.community_id)
-                await self._alert(s, community, _text("alert_low_rating", n=d.number, stars=stars(d.rating),
-                                                      comment=body), key=f"{key}:sec",
-                                  group_render=None if d.public else _text("alert_low_rating", n=d.number,
-                                                                           stars=stars(d.rating), comment="-"))
+                await self._alert_about(s, d, community, "alert_low_rating", key=f"{key}:sec",
+                                        stars=stars(d.rating), comment=body)
         return d
 
     # ------------------------------------------------------------------ reports (举报 / 求助)
@@ -706,17 +702,8 @@ class DemandService:
             return "moved-on"
         community = await self._community(s, d.community_id)
         await self._log(s, d, None, Action.REMIND, d.state)
-
-        def render_as(public: bool) -> Render:
-            def render(tr: Translator) -> tuple[str, Keyboard | None]:
-                text = excerpt(d.text) if public else str(tr("not_public"))
-                return tr("alert_accept_due", n=d.number, category=category_name(tr, d.category),
-                          text=text), accept_keyboard(tr, d.id)
-
-            return render
-
-        await self._alert(s, community, render_as(True), key=f"d{d.id}:accept-due:{job.guard}",
-                          group_render=render_as(d.public))
+        await self._alert_about(s, d, community, "alert_accept_due", key=f"d{d.id}:accept-due:{job.guard}",
+                                with_accept=True)
         return "reminded"
 
     async def _job_overdue(self, s: AsyncSession, job: Job) -> str:
@@ -725,16 +712,7 @@ class DemandService:
             return "moved-on"
         community = await self._community(s, d.community_id)
         await self._log(s, d, None, Action.OVERDUE, d.state)
-
-        def render_as(public: bool) -> Render:
-            def render(tr: Translator) -> tuple[str, Keyboard | None]:
-                text = excerpt(d.text) if public else str(tr("not_public"))
-                return tr("alert_overdue", n=d.number, state=state_name(tr, d.state), text=text), None
-
-            return render
-
-        await self._alert(s, community, render_as(True), key=f"d{d.id}:overdue:{job.guard}",
-                          group_render=render_as(d.public))
+        await self._alert_about(s, d, community, "alert_overdue", key=f"d{d.id}:overdue:{job.guard}")
         return "overdue"
 
     async def _job_reask(self, s: AsyncSession, job: Job) -> str:
