@@ -74,7 +74,11 @@ class App:
         )
         sessions = make_session_factory(self.engine)
         sender = Sender(self.transport.api, send_limits(settings))
-        roles = Roles(settings.superadmins, AdminCache(self.transport.api.get_chat_member_status, settings.admin_cache_seconds))
+        api = self.transport.api
+        roles = Roles(
+            settings.superadmins,
+            AdminCache(api.get_chat_member_status, settings.admin_cache_seconds, api.get_chat_admin_ids),
+        )
         ctx = ServiceContext(sessions=sessions, roles=roles, settings=settings, clock=clock)
         outbox = OutboxWorker(sessions, sender, clock=clock, lease=settings.outbox_lease_seconds)
         jobs = JobRunner(sessions, clock=clock, sweep_seconds=settings.scheduler_sweep_seconds, after_run=outbox.wake)

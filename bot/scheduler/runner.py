@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.clock import Clock, system_clock
+from bot.storage.db import writing
 from bot.storage.models import Job
 
 log = logging.getLogger("linli.scheduler")
@@ -116,7 +117,7 @@ class JobRunner:
     async def fire(self, job_id: int) -> str | None:
         now = self.clock()
         try:
-            async with self.sessions() as session, session.begin():
+            async with writing(self.sessions) as session:
                 claimed = await session.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.done_at.is_(None), Job.due_at <= now)
@@ -138,7 +139,7 @@ class JobRunner:
         return result
 
     async def _retry_later(self, job_id: int) -> None:
-        async with self.sessions() as session, session.begin():
+        async with writing(self.sessions) as session:
             job = await session.get(Job, job_id)
             if job is None or job.done_at is not None:
                 return

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, nullcontext
-from contextvars import ContextVar
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy import event
@@ -14,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from bot.services.clock import Clock, system_clock
 from bot.services.roles import Roles
+from bot.storage.db import writing
 from bot.storage.models import Job, Outbox
 from config.settings import Settings
 
@@ -26,9 +25,6 @@ def _note_new_work(session: Session, _ctx: object, _instances: object) -> None:
             session.info["outbox"] = True
         elif isinstance(obj, Job):
             session.info["jobs"] = True
-
-
-_IN_TX: ContextVar[bool] = ContextVar("linli_in_tx", default=False)
 
 
 def _noop() -> None:
@@ -44,33 +40,17 @@ class ServiceContext:
     # Called after a commit that wrote outbox rows or jobs, so delivery and timers wake at once.
     wake_outbox: Callable[[], None] = field(default=_noop)
     wake_jobs: Callable[[], None] = field(default=_noop)
-    _writer: asyncio.Lock | None = field(default=None, init=False, repr=False)
-
-    def _serialize_writes(self) -> bool:
-        # SQLite has one writer at a time and makes the others sleep-and-retry; taking turns here
-        # costs nothing and spares that backoff. PostgreSQL writes side by side.
-        bind = self.sessions.kw.get("bind")
-        return bind is not None and bind.dialect.name == "sqlite"
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commit on success, roll back on any error, then wake the workers."""
-        if self._writer is None and self._serialize_writes():
-            self._writer = asyncio.Lock()
-        # A unit of work opened inside another (same task) must not wait for itself.
-        lock = self._writer if self._writer is not None and not _IN_TX.get() else nullcontext()
-        async with lock:
-            token = _IN_TX.set(True)
-            try:
-                async with self.sessions() as session:
-                    async with session.begin():
-                        yield session
-            finally:
-                _IN_TX.reset(token)
-            if session.info.pop("outbox", False):
-                self.wake_outbox()
-            if session.info.pop("jobs", False):
-                self.wake_jobs()
+        async with writing(self.sessions) as session:
+            yield session
+        # Committed: now the workers can see what it queued.
+        if session.info.pop("outbox", False):
+            self.wake_outbox()
+        if session.info.pop("jobs", False):
+            self.wake_jobs()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,6 +20,7 @@ ADMIN = frozenset({"creator", "administrator"})
 PRESENT = frozenset({"creator", "administrator", "member", "restricted"})
 
 StatusLookup = Callable[[int, int], Awaitable[str]]
+AdminsLookup = Callable[[int], Awaitable[Iterable[int]]]
 
 
 @dataclass
@@ -43,33 +45,65 @@ class CommunityRoles:
 
 
 class AdminCache:
-    """Telegram admin status per (chat, user), cached for minutes, not forever."""
+    """Telegram admin status, cached for minutes, not forever.
 
-    def __init__(self, lookup: StatusLookup, ttl: float) -> None:
+    Per chat, the list of administrators (one getChatAdministrators call answers for everyone);
+    per (chat, user), what an update just reported or a live getChatMember said. Telegram is
+    given LOOKUP_TIMEOUT to answer: a slow lookup must not hold up the caller's transaction.
+    """
+
+    LOOKUP_TIMEOUT = 5.0
+
+    def __init__(self, lookup: StatusLookup, ttl: float, admins: AdminsLookup | None = None) -> None:
         self._lookup = lookup
+        self._admins_lookup = admins
         self._ttl = ttl
         self._cache: dict[tuple[int, int], tuple[float, str]] = {}
+        self._chats: dict[int, tuple[float, frozenset[int]]] = {}
+
+    def _fresh(self, stamp: float) -> bool:
+        return time.monotonic() - stamp < self._ttl
 
     async def status(self, chat_id: int, user_id: int) -> str:
         key = (chat_id, user_id)
         hit = self._cache.get(key)
-        now = time.monotonic()
-        if hit and now - hit[0] < self._ttl:
+        if hit and self._fresh(hit[0]):
             return hit[1]
         try:
-            status = await self._lookup(chat_id, user_id)
-        except Exception as exc:  # Telegram unreachable or bot not in the chat: not an admin
-            log.warning("getChatMember %s/%s failed: %s", chat_id, user_id, exc)
+            status = await asyncio.wait_for(self._lookup(chat_id, user_id), self.LOOKUP_TIMEOUT)
+        except Exception as exc:  # Telegram unreachable or slow, or the bot not in the chat: not an admin
+            log.warning("getChatMember %s/%s failed: %r", chat_id, user_id, exc)
             return hit[1] if hit else "unknown"
         if len(self._cache) > 50_000:
             self._cache.clear()
-        self._cache[key] = (now, status)
+        self._cache[key] = (time.monotonic(), status)
         return status
 
+    async def admin_ids(self, chat_id: int) -> frozenset[int]:
+        """Everyone who administers the chat (creator included)."""
+        hit = self._chats.get(chat_id)
+        if hit and self._fresh(hit[0]):
+            return hit[1]
+        if self._admins_lookup is None:
+            return hit[1] if hit else frozenset()
+        try:
+            ids = frozenset(await asyncio.wait_for(self._admins_lookup(chat_id), self.LOOKUP_TIMEOUT))
+        except Exception as exc:
+            log.warning("getChatAdministrators %s failed: %r", chat_id, exc)
+            return hit[1] if hit else frozenset()
+        if len(self._chats) > 10_000:
+            self._chats.clear()
+        self._chats[chat_id] = (time.monotonic(), ids)
+        return ids
+
     async def is_admin(self, chat_id: int, user_id: int) -> bool:
-        return await self.status(chat_id, user_id) in ADMIN
+        hit = self._cache.get((chat_id, user_id))
+        if (hit and self._fresh(hit[0])) or self._admins_lookup is None:
+            return await self.status(chat_id, user_id) in ADMIN
+        return user_id in await self.admin_ids(chat_id)
 
     def forget(self, chat_id: int, user_id: int | None = None) -> None:
+        self._chats.pop(chat_id, None)
         if user_id is not None:
             self._cache.pop((chat_id, user_id), None)
         else:
@@ -79,6 +113,10 @@ class AdminCache:
     def note(self, chat_id: int, user_id: int, status: str) -> None:
         """A status Telegram just reported in an update is fresher than the cache."""
         self._cache[(chat_id, user_id)] = (time.monotonic(), status)
+        hit = self._chats.get(chat_id)
+        if hit:
+            ids = hit[1] | {user_id} if status in ADMIN else hit[1] - {user_id}
+            self._chats[chat_id] = (hit[0], frozenset(ids))
 
 
 class Roles:
@@ -191,10 +229,10 @@ async def secretary_users(session: AsyncSession, roles: Roles, community_id: int
     ids: set[int] = set(await session.scalars(select(Secretary.user_id).where(Secretary.community_id == community_id)))
     ids.update(roles.superadmins)
     for chat in await roles.member_chats(session, community_id):
-        members = await session.scalars(select(ChatMember).where(ChatMember.chat_id == chat.id))
-        for m in members:
-            if m.status in ADMIN or (m.user_id not in ids and await roles.admins.is_admin(chat.id, m.user_id)):
-                ids.add(m.user_id)
+        ids.update(await session.scalars(
+            select(ChatMember.user_id).where(ChatMember.chat_id == chat.id, ChatMember.status.in_(ADMIN))
+        ))
+        ids.update(await roles.admins.admin_ids(chat.id))  # one call per chat, cached
     if not ids:
         return []
     return list(await session.scalars(select(User).where(User.id.in_(ids)).order_by(User.id)))

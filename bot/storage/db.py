@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
@@ -42,6 +47,37 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+_WRITERS: WeakKeyDictionary[Any, asyncio.Lock] = WeakKeyDictionary()
+_WRITING: ContextVar[bool] = ContextVar("linli_writing", default=False)
+
+
+def _writer_lock(sessions: async_sessionmaker[AsyncSession]) -> asyncio.Lock | None:
+    """SQLite has one writer at a time and makes the others sleep-and-retry (and give up after
+    busy_timeout); writers of this process take turns on a lock instead. PostgreSQL needs none."""
+    bind = sessions.kw.get("bind")
+    if bind is None or bind.dialect.name != "sqlite":
+        return None
+    key = bind.sync_engine
+    lock = _WRITERS.get(key)
+    if lock is None:
+        lock = _WRITERS[key] = asyncio.Lock()
+    return lock
+
+
+@asynccontextmanager
+async def writing(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A write transaction: commit on success, roll back on error. Every writer uses this."""
+    lock = _writer_lock(sessions)
+    # A transaction opened inside another in the same task must not wait for itself.
+    async with lock if lock is not None and not _WRITING.get() else nullcontext():
+        token = _WRITING.set(True)
+        try:
+            async with sessions() as session, session.begin():
+                yield session
+        finally:
+            _WRITING.reset(token)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -16,6 +16,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.clock import Clock, system_clock
+from bot.storage.db import writing
 from bot.storage.models import Outbox
 from bot.transport.port import Document, Keyboard, OutMessage
 from bot.transport.sender import Sender
@@ -61,6 +62,8 @@ class OutboxWorker:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._busy_chats: set[int] = set()
+        self._held: set[int] = set()  # rows this instance claimed and has not marked yet
+        self._renewed = 0.0
         self._stopping = False
 
     def wake(self) -> None:
@@ -81,8 +84,10 @@ class OutboxWorker:
     async def _run(self) -> None:
         while not self._stopping:
             try:
+                await self._renew_leases()
                 claimed = await self.claim()
                 for chat_id, rows in claimed.items():
+                    self._held.update(r.id for r in rows)
                     self._busy_chats.add(chat_id)
                     task = asyncio.create_task(self._deliver_chat(chat_id, rows))
                     self._inflight.add(task)
@@ -95,10 +100,25 @@ class OutboxWorker:
                 pass
             self._wake.clear()
 
+    async def _renew_leases(self) -> None:
+        """Rows still in our hands (a long flood wait, a slow chat) keep their claim fresh, so no
+        other instance takes them for abandoned and sends them again."""
+        loop = asyncio.get_running_loop()
+        if not self._held or loop.time() - self._renewed < self.lease.total_seconds() / 3:
+            return
+        self._renewed = loop.time()
+        async with writing(self.sessions) as session:
+            await session.execute(
+                update(Outbox)
+                .where(Outbox.id.in_(list(self._held)), Outbox.status == "sending")
+                .values(claimed_at=self.clock())
+                .execution_options(synchronize_session=False)
+            )
+
     async def claim(self) -> dict[int, list[Outbox]]:
         """Claim due rows, oldest first, skipping chats whose earlier rows are still in flight."""
         now = self.clock()
-        async with self.sessions() as session, session.begin():
+        async with writing(self.sessions) as session:
             stale = now - self.lease
             candidates = list(
                 await session.scalars(
@@ -139,6 +159,7 @@ class OutboxWorker:
                 await self._deliver(row)
         finally:
             self._busy_chats.discard(chat_id)
+            self._held.difference_update(r.id for r in rows)
             self._wake.set()
 
     async def _deliver(self, row: Outbox) -> None:
@@ -148,7 +169,7 @@ class OutboxWorker:
             log.exception("outbox row %s failed", row.id)
             result = None
             error = repr(exc)[:500]
-        async with self.sessions() as session, session.begin():
+        async with writing(self.sessions) as session:
             values: dict[str, object]
             if result is not None and result.ok:
                 values = {

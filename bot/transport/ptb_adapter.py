@@ -278,6 +278,10 @@ class PtbApi:
         member = await self._do(lambda: self.bot.get_chat_member(chat_id, user_id))
         return _status(member.status)
 
+    async def get_chat_admin_ids(self, chat_id: int) -> list[int]:
+        admins = await self._do(lambda: self.bot.get_chat_administrators(chat_id))
+        return [m.user.id for m in admins]
+
 
 class PtbTransport(Transport):
     def __init__(self, token: str, api_base: str | None, *, poll_timeout: int = 25) -> None:

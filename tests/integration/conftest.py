@@ -29,6 +29,11 @@ class StatusBook:
         self.calls += 1
         return self.statuses.get((chat_id, user_id), "left")
 
+    async def admins(self, chat_id: int) -> list[int]:
+        """What getChatAdministrators would answer."""
+        self.calls += 1
+        return [u for (c, u), status in self.statuses.items() if c == chat_id and status in ("creator", "administrator")]
+
 
 @dataclass
 class World:
@@ -46,7 +51,7 @@ class World:
 async def world(engine: AsyncEngine) -> AsyncIterator[World]:
     book = StatusBook()
     settings = load_settings(bot_token="1:x", superadmins=[999])
-    roles = Roles(settings.superadmins, AdminCache(book.lookup, ttl=0))
+    roles = Roles(settings.superadmins, AdminCache(book.lookup, ttl=0, admins=book.admins))
     ctx = ServiceContext(sessions=make_session_factory(engine), roles=roles, settings=settings)
     yield World(ctx, book, PeopleService(ctx), CommunityService(ctx), DemandService(ctx))
 

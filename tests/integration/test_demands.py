@@ -144,7 +144,7 @@ class Loop:
 async def build_loop(engine: AsyncEngine, **settings: Any) -> Loop:
     book = StatusBook()
     cfg = load_settings(bot_token="1:x", superadmins=[SUPER.id], **settings)
-    roles = Roles(cfg.superadmins, AdminCache(book.lookup, ttl=0))
+    roles = Roles(cfg.superadmins, AdminCache(book.lookup, ttl=0, admins=book.admins))
     clock = ManualClock(T0)
     ctx = ServiceContext(sessions=make_session_factory(engine), roles=roles, settings=cfg, clock=clock)
     w = World(ctx, book, PeopleService(ctx), CommunityService(ctx), DemandService(ctx))
