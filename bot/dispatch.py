@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("linli.dispatch")
 
+PICK = "pick"  # the conversation that keeps a command while the user picks a community
+
 
 class Dispatcher:
     def __init__(self, services: Services, router: Router) -> None:
@@ -81,7 +83,7 @@ class Dispatcher:
         try:
             await self._route(ctx)
         except ChooseCommunity as exc:
-            ctx.reply(ctx.t("err_choose_community"), self._choice_keyboard(ctx, exc.options))
+            ctx.reply(ctx.t("err_choose_community"), await self._choice_keyboard(ctx, exc.options))
             ctx.answer()
         except UserError as exc:
             params = {k: ctx.t(v) if isinstance(v, Term) else v for k, v in exc.params.items()}
@@ -99,16 +101,20 @@ class Dispatcher:
                 ctx.reply(ctx.t("err_internal"))
         self._flush(ctx)
 
-    def _choice_keyboard(self, ctx: Context, options: list[tuple[int, str]]) -> Keyboard:
-        # Re-run the same command for the chosen community: data "pick:<community>:<command> <args>"
-        cmd = f"{ctx.event.command or ''} {ctx.event.args}".strip()
-        rows = []
-        for cid, name in options:
-            data = f"pick:{cid}:{cmd}"
-            if len(data.encode()) > 64:
-                data = f"pick:{cid}:{ctx.event.command or ''}"[:64]
-            rows.append([Button(name, data)])
-        return Keyboard.of(*rows)
+    async def _choice_keyboard(self, ctx: Context, options: list[tuple[int, str]]) -> Keyboard:
+        """Buttons that re-run the same command for the chosen community: "pick:<community>:<command>".
+
+        A command too long for a button's 64 bytes, or one that came with a photo, is kept in the
+        database meanwhile ("pick:<community>:@"), so nothing the user typed is lost."""
+        ev = ctx.event
+        cmd = f"{ev.command or ''} {ev.args}".strip()
+        longest = max(len(f"pick:{cid}:{cmd}".encode()) for cid, _ in options)
+        if longest > 64 or ev.photo_file_id:
+            await self.services.conversations.put(
+                ev.user.id, ev.chat.id, PICK, "pick", {"cmd": cmd, "photo": ev.photo_file_id}
+            )
+            cmd = "@"
+        return Keyboard.of(*[[Button(name, f"pick:{cid}:{cmd}")] for cid, name in options])
 
     async def _route(self, ctx: Context) -> None:
         event = ctx.event

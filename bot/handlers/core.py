@@ -114,13 +114,24 @@ async def forget_confirmed(ctx: Context) -> None:
 async def pick_community(ctx: Context) -> None:
     """The user chose a community for a command given in private: run the command for it."""
     _, cid, cmd = (ctx.event.callback_data or "pick:0:").split(":", 2)
+    photo = None
+    if cmd == "@":  # kept in the database: too long for the button, or it came with a photo
+        convs = ctx.services.conversations
+        conv = await convs.get(ctx.event.user.id, ctx.event.chat.id)
+        if conv is None or conv.kind != "pick":
+            ctx.answer(str(ctx.t("err_pick_expired")), alert=True)
+            return
+        cmd, photo = str(conv.data.get("cmd", "")), conv.data.get("photo")
+        await convs.clear(ctx.event.user.id, ctx.event.chat.id, "pick")
     command, _, args = cmd.partition(" ")
     assert ctx.router is not None
     fn, match = ctx.router.find_command(command)
     ctx.answer()
     if fn is None or not cid.isdigit():
         return
-    ctx.event = dataclasses.replace(ctx.event, kind=EventKind.MESSAGE, command=command, args=args, text=f"/{cmd}")
+    ctx.event = dataclasses.replace(
+        ctx.event, kind=EventKind.MESSAGE, command=command, args=args, text=f"/{cmd}", photo_file_id=photo
+    )
     ctx.match = match
     ctx.chosen_community = int(cid)
     await fn(ctx)

@@ -178,3 +178,38 @@ async def test_private_form_keeps_privacy(tg: FakeTelegram, bot: BotUnderTest) -
     tg.send(sec, res, "/demands")
     rec = await tg.wait_text(res, "/view_1", since=since)
     assert "天花板" not in rec.text and "不公开" in rec.text
+
+
+async def test_private_demand_of_a_member_of_two_communities(tg: FakeTelegram, bot: BotUnderTest) -> None:
+    """The bot asks which community; a long text or a photo is not lost while the user picks."""
+    w = await community(tg, bot)
+    res_user = w["res_user"]
+    boss = tg.user(1100, "刘书记")
+    other = tg.group("和平里居民群")
+    tg.set_status(other, boss, "creator")
+    tg.send(boss, other, "/setup resident 和平里")
+    await tg.wait_text(other, "已创建社区")
+    tg.send(res_user, other, "/help")
+    await bot.settle()
+
+    chat = tg.private_chat(res_user)
+    long_text = "和平里小区北门外的人行道地砖大面积松动翘起，下雨天一踩就溅水，老人孩子经过很容易摔倒，希望尽快修补"
+    since = tg.mark()
+    tg.send(res_user, chat, f"/demand {long_text}")
+    pick = await tg.wait_text(res_user["id"], "请选择", since=since)
+    since = tg.mark()
+    tg.click(res_user, pick.message, "和平里")
+    await tg.wait_text(res_user["id"], "#1", since=since)
+
+    since = tg.mark()
+    tg.send(res_user, chat, photo=True, caption="/demand 楼道里的灭火器过期了")
+    pick = await tg.wait_text(res_user["id"], "请选择", since=since)
+    since = tg.mark()
+    tg.click(res_user, pick.message, "幸福里")
+    await tg.wait_text(res_user["id"], "#1", since=since)
+    await bot.settle()
+    assert bot.app is not None
+    async with bot.app.services.ctx.read() as s:
+        rows = (await s.scalars(select(Demand).order_by(Demand.id))).all()
+    assert [(r.text, r.photo_file_id is not None) for r in rows] == [(long_text, False), ("楼道里的灭火器过期了", True)]
+    assert rows[0].community_id != rows[1].community_id
