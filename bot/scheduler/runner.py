@@ -71,8 +71,9 @@ class JobRunner:
     async def stop(self) -> None:
         if self.aps.running:
             self.aps.shutdown(wait=False)
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        # Jobs already running finish (they are our tasks, not APScheduler's, so it cannot cancel them).
+        while self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
 
     def wake(self) -> None:
         """New jobs were committed: arm them soon (debounced to one sweep at a time)."""
@@ -105,14 +106,11 @@ class JobRunner:
         )
 
     async def _fire_tracked(self, job_id: int) -> None:
-        task = asyncio.current_task()
-        if task:
-            self._running.add(task)
-        try:
-            await self.fire(job_id)
-        finally:
-            if task:
-                self._running.discard(task)
+        """The timer's callback: run the job in a task of our own, so a stop lets it finish
+        (APScheduler cancels the jobs it runs itself when it shuts down)."""
+        task = asyncio.get_running_loop().create_task(self.fire(job_id), name=f"job-{job_id}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def fire(self, job_id: int) -> str | None:
         now = self.clock()

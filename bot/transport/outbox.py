@@ -12,7 +12,7 @@ import logging
 from collections import defaultdict
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.clock import Clock, system_clock
@@ -116,26 +116,55 @@ class OutboxWorker:
             )
 
     async def claim(self) -> dict[int, list[Outbox]]:
-        """Claim due rows, oldest first, skipping chats whose earlier rows are still in flight."""
+        """Claim due rows, oldest first, keeping each chat's messages in order across instances.
+
+        A chat is skipped while any claimer (this instance or another) holds rows of it, and its
+        rows are taken only from the head of its queue up to the first row not due yet (a retry
+        waiting its turn), so nothing overtakes. Busy chats are left out in the query itself, so
+        one chat's backlog never stalls the others.
+        """
         now = self.clock()
+        stale = now - self.lease
         async with writing(self.sessions) as session:
-            stale = now - self.lease
-            candidates = list(
-                await session.scalars(
-                    select(Outbox)
-                    .where(
-                        or_(
-                            (Outbox.status == "pending") & (Outbox.not_before <= now),
-                            (Outbox.status == "sending") & (Outbox.claimed_at < stale),
-                        )
-                    )
-                    .order_by(Outbox.id)
-                    .limit(self.batch)
-                )
+            held = select(Outbox.chat_id).where(Outbox.status == "sending", Outbox.claimed_at >= stale)
+            due = or_(
+                (Outbox.status == "pending") & (Outbox.not_before <= now),
+                (Outbox.status == "sending") & (Outbox.claimed_at < stale),
+            )
+            query = select(Outbox).where(due, Outbox.chat_id.not_in(held))
+            if self._busy_chats:
+                query = query.where(Outbox.chat_id.not_in(list(self._busy_chats)))
+            # SKIP LOCKED (PostgreSQL): instances claiming at once take different rows instead of
+            # queueing behind each other's locks. SQLite has one writer anyway and ignores it.
+            query = query.order_by(Outbox.id).limit(self.batch).with_for_update(skip_locked=True)
+            candidates = list(await session.scalars(query))
+            if not candidates:
+                return {}
+            chats = {r.chat_id for r in candidates}
+            waiting = Outbox.chat_id.in_(chats)
+            heads = dict(
+                (await session.execute(
+                    select(Outbox.chat_id, func.min(Outbox.id))
+                    .where(waiting, Outbox.status.in_(("pending", "sending")))
+                    .group_by(Outbox.chat_id)
+                )).all()
+            )
+            blocked_from = dict(
+                (await session.execute(
+                    select(Outbox.chat_id, func.min(Outbox.id))
+                    .where(waiting, Outbox.status == "pending", Outbox.not_before > now)
+                    .group_by(Outbox.chat_id)
+                )).all()
             )
             by_chat: dict[int, list[Outbox]] = defaultdict(list)
+            closed: set[int] = set()
             for row in candidates:
-                if row.chat_id in self._busy_chats:
+                chat = row.chat_id
+                if chat in closed:
+                    continue
+                first = chat not in by_chat
+                if (first and row.id != heads.get(chat)) or row.id > blocked_from.get(chat, row.id):
+                    closed.add(chat)  # an earlier row of this chat is not due yet: the chat waits
                     continue
                 # Conditional UPDATE: only one claimer wins a row.
                 still_claimable = (
@@ -150,19 +179,35 @@ class OutboxWorker:
                     .execution_options(synchronize_session=False)
                 )
                 if res.rowcount == 1:  # type: ignore[attr-defined]
-                    by_chat[row.chat_id].append(row)
-            return by_chat
+                    by_chat[chat].append(row)
+                else:
+                    closed.add(chat)  # someone else got there first: leave the chat to them
+            return dict(by_chat)
 
     async def _deliver_chat(self, chat_id: int, rows: list[Outbox]) -> None:
         try:
-            for row in rows:  # in order within one chat
-                await self._deliver(row)
+            for n, row in enumerate(rows):  # in order within one chat
+                if not await self._deliver(row):
+                    await self._release(rows[n + 1 :])  # a retry must not be overtaken by what follows
+                    break
         finally:
             self._busy_chats.discard(chat_id)
             self._held.difference_update(r.id for r in rows)
             self._wake.set()
 
-    async def _deliver(self, row: Outbox) -> None:
+    async def _release(self, rows: list[Outbox]) -> None:
+        if not rows:
+            return
+        async with writing(self.sessions) as session:
+            await session.execute(
+                update(Outbox)
+                .where(Outbox.id.in_([r.id for r in rows]), Outbox.status == "sending")
+                .values(status="pending", claimed_at=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _deliver(self, row: Outbox) -> bool:
+        """Send one row and record the outcome; False when it waits for a retry (the chat waits too)."""
         try:
             result = await self.sender.send(to_out_message(row))
         except Exception as exc:  # a bug in rendering must not wedge the queue
@@ -181,6 +226,14 @@ class OutboxWorker:
             elif result is not None and result.permanent:
                 log.warning("outbox row %s to %s refused: %s", row.id, row.chat_id, result.error)
                 values = {"status": "failed", "error": (result.error or "")[:500]}
+            elif result is not None and result.retry_after is not None:
+                # Flood control: Telegram said when; that is not a failed attempt.
+                values = {
+                    "status": "pending",
+                    "error": (result.error or "")[:500],
+                    "not_before": self.clock() + timedelta(seconds=result.retry_after + 0.5),
+                    "claimed_at": None,
+                }
             else:
                 attempts = row.attempts + 1
                 err = result.error if result is not None else error
@@ -196,6 +249,7 @@ class OutboxWorker:
                         "claimed_at": None,
                     }
             await session.execute(update(Outbox).where(Outbox.id == row.id).values(**values))
+        return values["status"] != "pending"
 
     async def drain(self, within: float = 10.0) -> None:
         """Wait until nothing due is pending or in flight (tests and shutdown)."""

@@ -77,10 +77,15 @@ class SendResult:
     message_ids: list[int]  # one per part actually sent (split texts send several)
     error: str | None = None  # e.g. "403: Forbidden: bot was blocked by the user"
     permanent: bool = False  # True when Telegram refused (400/403): do not retry later
+    retry_after: float | None = None  # a 429 asked for a longer wait than we sit out: retry after it
 
 
 class _GaveUp(Exception):
     """Retries exhausted (transient errors or too many/too long 429s): worth trying later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # Telegram's own wait, when a 429 was too long to sit out
 
 
 @dataclass(eq=False)
@@ -249,7 +254,7 @@ class Sender:
             except RetryAfter as exc:
                 floods += 1
                 if floods > MAX_RETRY_AFTERS or exc.seconds > max_wait:
-                    raise _GaveUp(f"429: retry after {exc.seconds:g}s ({floods} times)") from exc
+                    raise _GaveUp(f"429: retry after {exc.seconds:g}s ({floods} times)", exc.seconds) from exc
                 log.info("flood wait chat=%s method=%s seconds=%s", chat_id, method, exc.seconds,
                          extra={"chat_id": chat_id, "method": method, "retry_after": exc.seconds})
                 await self._sleep(exc.seconds + RETRY_AFTER_MARGIN)
@@ -323,7 +328,7 @@ class Sender:
         except (_GaveUp, BotApiError) as exc:
             log.warning("gave up chat=%s method=%s error=%s", msg.chat_id, method, exc,
                         extra={"chat_id": msg.chat_id, "method": method, "error": str(exc)})
-            return SendResult(False, route.sent, str(exc))
+            return SendResult(False, route.sent, str(exc), retry_after=getattr(exc, "retry_after", None))
         except Exception as exc:  # an adapter bug must not kill the chat's queue
             log.exception("send crashed chat=%s", msg.chat_id)
             return SendResult(False, route.sent, repr(exc))
