@@ -60,6 +60,7 @@ class AdminCache:
         self._ttl = ttl
         self._cache: dict[tuple[int, int], tuple[float, str]] = {}
         self._chats: dict[int, tuple[float, frozenset[int]]] = {}
+        self._pending: dict[int, asyncio.Future[frozenset[int] | None]] = {}
 
     def _fresh(self, stamp: float) -> bool:
         return time.monotonic() - stamp < self._ttl
@@ -86,11 +87,23 @@ class AdminCache:
             return hit[1]
         if self._admins_lookup is None:
             return hit[1] if hit else frozenset()
+        # Callers asking at once share one Telegram call.
+        pending = self._pending.get(chat_id)
+        if pending is None:
+            pending = self._pending[chat_id] = asyncio.ensure_future(self._fetch_admins(chat_id))
+            pending.add_done_callback(lambda _f: self._pending.pop(chat_id, None))
+        ids = await asyncio.shield(pending)
+        if ids is None:
+            return hit[1] if hit else frozenset()
+        return ids
+
+    async def _fetch_admins(self, chat_id: int) -> frozenset[int] | None:
+        assert self._admins_lookup is not None
         try:
             ids = frozenset(await asyncio.wait_for(self._admins_lookup(chat_id), self.LOOKUP_TIMEOUT))
         except Exception as exc:
             log.warning("getChatAdministrators %s failed: %r", chat_id, exc)
-            return hit[1] if hit else frozenset()
+            return None
         if len(self._chats) > 10_000:
             self._chats.clear()
         self._chats[chat_id] = (time.monotonic(), ids)

@@ -299,3 +299,24 @@ async def test_a_fresh_per_user_answer_beats_the_admin_list(clock: FakeTime) -> 
     clock.now += 60
     assert await cache.is_admin(CHAT, 3)  # stale: the admin list decides
     assert tg.admin_calls == [CHAT]
+
+
+async def test_callers_at_once_share_one_lookup() -> None:
+    calls = 0
+    release = asyncio.Event()
+
+    async def admins(chat_id: int) -> list[int]:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return [7]
+
+    async def status(chat_id: int, user_id: int) -> str:
+        return "member"
+
+    cache = AdminCache(status, ttl=60, admins=admins)
+    waiting = [asyncio.create_task(cache.is_admin(-1, u)) for u in (7, 8, 9)]
+    await asyncio.sleep(0.01)
+    release.set()
+    assert await asyncio.gather(*waiting) == [True, False, False]
+    assert calls == 1
