@@ -6,7 +6,8 @@ timeline entry, and the notifications it causes are outbox rows in the same tran
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,7 +33,7 @@ from bot.domain.sla import deadlines
 from bot.scheduler.runner import JobRunner, add_job
 from bot.services.base import ServiceContext
 from bot.services.errors import Denied, NotFound, Term, UserError
-from bot.services.notify import alert_secretaries, enqueue, locale_of, notify_user
+from bot.services.notify import alert_secretaries, enqueue, notify_user
 from bot.services.roles import secretary_users
 from bot.storage.models import (
     Chat,
@@ -56,7 +57,7 @@ from bot.ui.demands import (
     state_name,
     urgency_name,
 )
-from bot.ui.html import Html, esc
+from bot.ui.html import Html
 from bot.ui.i18n import Translator
 from config.categories import CATEGORIES
 from config.settings import parse_duration
@@ -725,33 +726,12 @@ class DemandService:
 
     # ------------------------------------------------------------------ concurrency
 
-    def _change(self) -> Any:
-        return _Change(self.ctx)
-
-
-class _Change:
-    """A unit of work that changes a demand: a concurrent change (version check) is a clear
-    'try again', not a lost update."""
-
-    def __init__(self, ctx: ServiceContext) -> None:
-        self._cm = ctx.tx()
-
-    async def __aenter__(self) -> AsyncSession:
-        return await self._cm.__aenter__()
-
-    async def __aexit__(self, et: Any, ev: Any, tb: Any) -> bool:
+    @asynccontextmanager
+    async def _change(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work that changes a demand: a concurrent change of the same demand (the
+        version check, at a flush or at commit) is a clear 'try again', not a lost update."""
         try:
-            handled = bool(await self._cm.__aexit__(et, ev, tb))
+            async with self.ctx.tx() as s:
+                yield s
         except StaleDataError:
             raise UserError("err_demand_conflict") from None
-        # The version check usually fails at a flush inside the block, not at commit.
-        if et is not None and issubclass(et, StaleDataError):
-            raise UserError("err_demand_conflict") from None
-        return handled
-
-
-def locale_for(user: User | None, community: Community | None, default: str) -> str:
-    return locale_of(user, community, default)
-
-
-__all__ = ["DemandService", "DemandView", "Filed", "Listing", "esc"]
