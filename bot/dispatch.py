@@ -139,8 +139,9 @@ class Dispatcher:
             elif event.chat.is_private:
                 ctx.reply(ctx.t("err_unknown_command"))
             return
-        # Free text: a form in progress first, then triggers such as #诉求.
-        if ctx.user is not None:
+        # Free text: a form in progress first (forms live in private chats only, so group chatter
+        # costs no lookup), then triggers such as #诉求.
+        if ctx.user is not None and event.chat.is_private:
             conv = await self._conversation(ctx)
             if conv is not None and conv.kind in router.forms:
                 await router.forms[conv.kind](ctx)

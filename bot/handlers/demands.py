@@ -288,11 +288,6 @@ async def demands(ctx: Context) -> None:
     ctx.reply(Html("\n".join(lines)))
 
 
-def _filed_privately(view: DemandView) -> bool:
-    origin = view.demand.origin_chat_id
-    return origin is None or origin > 0
-
-
 def _without_submitter(view: DemandView) -> DemandView:
     """The card for a resident chat of a demand filed privately: the form promises no name there,
     so neither the submitter line nor the submitter's own timeline entries name them."""
@@ -304,9 +299,10 @@ def _without_submitter(view: DemandView) -> DemandView:
 
 async def _view(ctx: Context, n: int) -> None:
     view = await ctx.services.demands.view(actor_id=ctx.event.user.id, community_id=await community_id(ctx), number=n)
-    if ctx.chat is not None and ctx.chat.kind == "resident" and _filed_privately(view):
+    shown = shown_here(ctx, view.demand)
+    if shown != Shown.FULL:  # a form demand seen in a resident chat
         view = _without_submitter(view)
-    card = demand_card(ctx.tr, view, ctx.services.ctx.clock(), shown=shown_here(ctx, view.demand))
+    card = demand_card(ctx.tr, view, ctx.services.ctx.clock(), shown=shown)
     ctx.reply(card)
 
 

@@ -37,20 +37,15 @@ from aiogram.types import (
     Message,
     ReplyParameters,
 )
-from aiogram.types import Chat as TgChat
-from aiogram.types import User as TgUser
 
-from bot.transport.base import EventSink, Transport, split_command
+from bot.transport.base import EventSink, Transport
+from bot.transport.convert import callback_event, member_event, message_events, to_user, value
 from bot.transport.port import (
     CallbackAnswer,
-    Chat,
     Document,
     Event,
-    EventKind,
     Keyboard,
-    MemberChange,
     PermanentError,
-    RepliedMessage,
     RetryAfter,
     Sent,
     TransientError,
@@ -109,30 +104,8 @@ def _reply(message_id: int | None) -> ReplyParameters | None:
     return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
-def _user(u: TgUser) -> User:
-    return User(
-        id=u.id,
-        first_name=u.first_name or "",
-        last_name=u.last_name,
-        username=u.username,
-        language_code=u.language_code,
-        is_bot=u.is_bot,
-    )
 
 
-def _chat(c: TgChat) -> Chat:
-    return Chat(id=c.id, type=str(getattr(c.type, "value", c.type)), title=c.title, is_forum=bool(c.is_forum))
-
-
-def _status(s: Any) -> str:
-    return str(getattr(s, "value", s))
-
-
-def _thread(message: Message) -> int | None:
-    # Only forum topics are threads we answer in; reply threads of ordinary groups are not.
-    if message.chat.is_forum and message.is_topic_message:
-        return message.message_thread_id
-    return None
 
 
 class AiogramApi:
@@ -146,7 +119,7 @@ class AiogramApi:
             return await call()
 
     async def get_me(self) -> User:
-        return _user(await self._do(self.bot.get_me))
+        return to_user(await self._do(self.bot.get_me))
 
     async def send_message(
         self,
@@ -220,7 +193,7 @@ class AiogramApi:
 
     async def get_chat_member_status(self, chat_id: int, user_id: int) -> str:
         member = await self._do(lambda: self.bot.get_chat_member(chat_id, user_id))
-        return _status(member.status)
+        return value(member.status)
 
     async def get_chat_admin_ids(self, chat_id: int) -> list[int]:
         admins = await self._do(lambda: self.bot.get_chat_administrators(chat_id))
@@ -281,84 +254,21 @@ class AiogramTransport(Transport):
     # ---- aiogram types -> Event
 
     async def _on_message(self, message: Message, event_update: Any = None) -> None:
-        update_id = event_update.update_id if event_update is not None else 0
-        chat = _chat(message.chat)
-        if message.new_chat_members or message.left_chat_member:
-            # Service messages, for groups where the bot gets no chat_member updates.
-            actor = _user(message.from_user) if message.from_user else None
-            for tg_user in message.new_chat_members or []:
-                member = _user(tg_user)
-                await self._emit(
-                    Event(EventKind.MEMBER, chat, actor or member, update_id=update_id,
-                          member_change=MemberChange(member, "left", "member"))
-                )
-            if message.left_chat_member:
-                member = _user(message.left_chat_member)
-                await self._emit(
-                    Event(EventKind.MEMBER, chat, actor or member, update_id=update_id,
-                          member_change=MemberChange(member, "member", "left"))
-                )
-            return
-        if message.from_user is None:  # channel posts and anonymous admins: nobody to answer
-            return
-        text = message.text if message.text is not None else message.caption
         me = self.bot_user.username if self.bot_user else None
-        parsed = split_command(text, me)
-        if text and text.startswith("/") and parsed is None and split_command(text, None) is not None:
-            return  # a command for another bot
-        reply = message.reply_to_message
-        replied = None
-        if reply is not None and not (reply.forum_topic_created and _thread(message) == reply.message_id):
-            replied = RepliedMessage(
-                message_id=reply.message_id,
-                user=_user(reply.from_user) if reply.from_user else None,
-                text=reply.text if reply.text is not None else reply.caption,
-                photo_file_id=reply.photo[-1].file_id if reply.photo else None,
-            )
-        await self._emit(
-            Event(
-                EventKind.MESSAGE,
-                chat,
-                _user(message.from_user),
-                update_id=update_id,
-                message_id=message.message_id,
-                thread_id=_thread(message),
-                text=text,
-                command=parsed[0] if parsed else None,
-                args=parsed[1] if parsed else "",
-                photo_file_id=message.photo[-1].file_id if message.photo else None,
-                reply_to=replied,
-            )
-        )
+        for event in message_events(message, _update_id(event_update), me):
+            await self._emit(event)
 
     async def _on_callback(self, query: CallbackQuery, event_update: Any = None) -> None:
-        msg = query.message
-        if msg is None:  # an inline-mode message: not ours
+        event = callback_event(query, _update_id(event_update))
+        if event is None:  # a button on an inline-mode message: not ours, but stop its spinner
             await self.api.answer_callback(CallbackAnswer(query.id))
-            return
-        thread = _thread(msg) if isinstance(msg, Message) else None
-        await self._emit(
-            Event(
-                EventKind.CALLBACK,
-                _chat(msg.chat),
-                _user(query.from_user),
-                update_id=event_update.update_id if event_update is not None else 0,
-                message_id=msg.message_id,
-                thread_id=thread,
-                callback_id=query.id,
-                callback_data=query.data,
-                callback_message_id=msg.message_id,
-            )
-        )
+        else:
+            await self._emit(event)
 
     async def _on_member(self, update: ChatMemberUpdated, event_update: Any = None) -> None:
-        new = update.new_chat_member
-        await self._emit(
-            Event(
-                EventKind.MEMBER,
-                _chat(update.chat),
-                _user(update.from_user),
-                update_id=event_update.update_id if event_update is not None else 0,
-                member_change=MemberChange(_user(new.user), _status(update.old_chat_member.status), _status(new.status)),
-            )
-        )
+        await self._emit(member_event(update, _update_id(event_update)))
+
+
+def _update_id(event_update: Any) -> int:
+    # aiogram hands a handler the Update it came in as `event_update`.
+    return event_update.update_id if event_update is not None else 0

@@ -26,13 +26,9 @@ from telegram import (  # noqa: E402 - after the opt-in above
     InlineKeyboardMarkup,
     InputFile,
     LinkPreviewOptions,
-    Message,
     ReplyParameters,
     Update,
 )
-from telegram import Chat as TgChat  # noqa: E402
-from telegram import ChatMemberUpdated as TgChatMemberUpdated  # noqa: E402
-from telegram import User as TgUser  # noqa: E402
 from telegram.constants import ParseMode  # noqa: E402
 from telegram.error import (  # noqa: E402
     BadRequest,
@@ -49,17 +45,14 @@ from telegram.error import RetryAfter as TgRetryAfter  # noqa: E402
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults, TypeHandler  # noqa: E402
 from telegram.request import HTTPXRequest  # noqa: E402
 
-from bot.transport.base import EventSink, Transport, split_command  # noqa: E402
+from bot.transport.base import EventSink, Transport  # noqa: E402
+from bot.transport.convert import callback_event, member_event, message_events, to_user, value  # noqa: E402
 from bot.transport.port import (  # noqa: E402
     CallbackAnswer,
-    Chat,
     Document,
     Event,
-    EventKind,
     Keyboard,
-    MemberChange,
     PermanentError,
-    RepliedMessage,
     RetryAfter,
     Sent,
     TransientError,
@@ -165,30 +158,8 @@ def _reply(message_id: int | None) -> ReplyParameters | None:
     return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
-def _user(u: TgUser) -> User:
-    return User(
-        id=u.id,
-        first_name=u.first_name or "",
-        last_name=u.last_name,
-        username=u.username,
-        language_code=u.language_code,
-        is_bot=u.is_bot,
-    )
 
 
-def _chat(c: TgChat) -> Chat:
-    return Chat(id=c.id, type=str(getattr(c.type, "value", c.type)), title=c.title, is_forum=bool(c.is_forum))
-
-
-def _status(s: Any) -> str:
-    return str(getattr(s, "value", s))
-
-
-def _thread(message: Message) -> int | None:
-    # Only forum topics are threads we answer in; reply threads of ordinary groups are not.
-    if message.chat.is_forum and message.is_topic_message:
-        return message.message_thread_id
-    return None
 
 
 class PtbApi:
@@ -202,7 +173,7 @@ class PtbApi:
             return await call()
 
     async def get_me(self) -> User:
-        return _user(await self._do(self.bot.get_me))
+        return to_user(await self._do(self.bot.get_me))
 
     async def send_message(
         self,
@@ -276,7 +247,7 @@ class PtbApi:
 
     async def get_chat_member_status(self, chat_id: int, user_id: int) -> str:
         member = await self._do(lambda: self.bot.get_chat_member(chat_id, user_id))
-        return _status(member.status)
+        return value(member.status)
 
     async def get_chat_admin_ids(self, chat_id: int) -> list[int]:
         admins = await self._do(lambda: self.bot.get_chat_administrators(chat_id))
@@ -323,7 +294,7 @@ class PtbTransport(Transport):
         self._sink = on_event
         async with _mapped_errors():
             await self.app.initialize()  # calls getMe
-        self.bot_user = _user(self.app.bot.bot)
+        self.bot_user = to_user(self.app.bot.bot)
         updater = self.app.updater
         assert updater is not None  # built by ApplicationBuilder
         async with _mapped_errors():
@@ -376,95 +347,16 @@ class PtbTransport(Transport):
     # ---- PTB types -> Event
 
     async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        uid = update.update_id
         if update.message is not None:
-            await self._on_message(update.message, update.update_id)
+            me = self.bot_user.username if self.bot_user else None
+            for event in message_events(update.message, uid, me):
+                await self._emit(event)
         elif update.callback_query is not None:
-            await self._on_callback(update, update.update_id)
-        elif update.my_chat_member is not None:
-            await self._on_member(update.my_chat_member, update.update_id)
-        elif update.chat_member is not None:
-            await self._on_member(update.chat_member, update.update_id)
-
-    async def _on_message(self, message: Message, update_id: int) -> None:
-        chat = _chat(message.chat)
-        if message.new_chat_members or message.left_chat_member:
-            # Service messages, for groups where the bot gets no chat_member updates.
-            actor = _user(message.from_user) if message.from_user else None
-            for tg_user in message.new_chat_members:
-                member = _user(tg_user)
-                await self._emit(
-                    Event(EventKind.MEMBER, chat, actor or member, update_id=update_id,
-                          member_change=MemberChange(member, "left", "member"))
-                )
-            if message.left_chat_member:
-                member = _user(message.left_chat_member)
-                await self._emit(
-                    Event(EventKind.MEMBER, chat, actor or member, update_id=update_id,
-                          member_change=MemberChange(member, "member", "left"))
-                )
-            return
-        if message.from_user is None:  # channel posts and anonymous admins: nobody to answer
-            return
-        text = message.text if message.text is not None else message.caption
-        me = self.bot_user.username if self.bot_user else None
-        parsed = split_command(text, me)
-        if text and text.startswith("/") and parsed is None and split_command(text, None) is not None:
-            return  # a command for another bot
-        reply = message.reply_to_message
-        replied = None
-        if reply is not None and not (reply.forum_topic_created and _thread(message) == reply.message_id):
-            replied = RepliedMessage(
-                message_id=reply.message_id,
-                user=_user(reply.from_user) if reply.from_user else None,
-                text=reply.text if reply.text is not None else reply.caption,
-                photo_file_id=reply.photo[-1].file_id if reply.photo else None,
-            )
-        await self._emit(
-            Event(
-                EventKind.MESSAGE,
-                chat,
-                _user(message.from_user),
-                update_id=update_id,
-                message_id=message.message_id,
-                thread_id=_thread(message),
-                text=text,
-                command=parsed[0] if parsed else None,
-                args=parsed[1] if parsed else "",
-                photo_file_id=message.photo[-1].file_id if message.photo else None,
-                reply_to=replied,
-            )
-        )
-
-    async def _on_callback(self, update: Update, update_id: int) -> None:
-        query = update.callback_query
-        assert query is not None
-        msg = query.message
-        if msg is None:  # an inline-mode message: not ours
-            await self.api.answer_callback(CallbackAnswer(query.id))
-            return
-        thread = _thread(msg) if isinstance(msg, Message) else None
-        await self._emit(
-            Event(
-                EventKind.CALLBACK,
-                _chat(msg.chat),
-                _user(query.from_user),
-                update_id=update_id,
-                message_id=msg.message_id,
-                thread_id=thread,
-                callback_id=query.id,
-                callback_data=query.data,
-                callback_message_id=msg.message_id,
-            )
-        )
-
-    async def _on_member(self, update: TgChatMemberUpdated, update_id: int) -> None:
-        new = update.new_chat_member
-        await self._emit(
-            Event(
-                EventKind.MEMBER,
-                _chat(update.chat),
-                _user(update.from_user),
-                update_id=update_id,
-                member_change=MemberChange(_user(new.user), _status(update.old_chat_member.status), _status(new.status)),
-            )
-        )
+            event = callback_event(update.callback_query, uid)
+            if event is None:  # a button on an inline-mode message: not ours, but stop its spinner
+                await self.api.answer_callback(CallbackAnswer(update.callback_query.id))
+            else:
+                await self._emit(event)
+        elif (changed := update.my_chat_member or update.chat_member) is not None:
+            await self._emit(member_event(changed, uid))

@@ -29,7 +29,3 @@ def code(text: object) -> Html:
 def mention(user_id: int, name: str) -> Html:
     """A mention that works without a username (tg://user?id=...)."""
     return Html(f'<a href="tg://user?id={int(user_id)}">{esc(name)}</a>')
-
-
-def join_lines(lines: list[str]) -> Html:
-    return Html("\n".join(lines))
