@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from bot.storage.models import User as UserRow
 
 Handler = Callable[["Context"], Awaitable[None]]
+HELP_ROLES = ("resident", "member", "secretary")
 TextFilter = Callable[["Context"], bool]
 
 
@@ -86,6 +87,8 @@ class Router:
     member_handlers: list[Handler] = field(default_factory=list)
     forms: dict[str, Handler] = field(default_factory=dict)  # conversation kind -> step handler
     start_payloads: list[tuple[re.Pattern[str], Handler]] = field(default_factory=list)  # /start <payload>
+    # /help: (role, catalog key) in order; a role's texts are shown together under its heading.
+    help_sections: list[tuple[str, str]] = field(default_factory=list)
 
     def command(self, *names: str) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
@@ -143,7 +146,17 @@ class Router:
 
         return deco
 
+    def help(self, role: str, key: str) -> None:
+        """Add catalog `key` to /help for `role` (resident, member or secretary)."""
+        if role not in HELP_ROLES:
+            raise ValueError(f"unknown help role {role!r}")
+        self.help_sections.append((role, key))
+
+    def help_keys(self, role: str) -> list[str]:
+        return [key for r, key in self.help_sections if r == role]
+
     def include(self, other: Router) -> None:
+        self.help_sections.extend(other.help_sections)
         self.start_payloads.extend(other.start_payloads)
         self.commands.update(other.commands)
         self.patterns.extend(other.patterns)

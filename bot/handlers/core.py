@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bot.handlers.base import Context, Router
+from bot.handlers.base import HELP_ROLES, Context, Router
 from bot.services.roles import CommunityRoles
 from bot.transport.port import Button, Document, EventKind, Keyboard
 from bot.ui.html import Html
@@ -24,18 +24,22 @@ async def _roles_here(ctx: Context) -> list[CommunityRoles]:
 
 
 def help_text(ctx: Context, roles: list[CommunityRoles]) -> Html:
+    """Everyone's commands, then each role's that this user has here, then how to bind a group."""
     parts = [ctx.t("help_everyone")]
     names = {n for r in roles for n in r.names}
     bound = ctx.chat is not None and ctx.chat.community_id is not None
-    if "resident" in names or ctx.event.chat.is_private or (bound and ctx.chat and ctx.chat.kind == "resident"):
-        parts.append(ctx.t("help_resident"))
-    if "member" in names or "secretary" in names:
-        parts.append(ctx.t("help_member"))
-    if "secretary" in names:
-        parts.append(ctx.t("help_secretary"))
+    shown = {
+        "resident": "resident" in names or ctx.event.chat.is_private or (bound and ctx.chat and ctx.chat.kind == "resident"),
+        "member": "member" in names or "secretary" in names,
+        "secretary": "secretary" in names,
+    }
+    assert ctx.router is not None
+    for role in HELP_ROLES:
+        if shown[role]:
+            parts.append(Html("\n".join(ctx.t(key) for key in ctx.router.help_keys(role))))
     if ctx.event.chat.is_group and not bound:
         parts.append(ctx.t("help_setup"))
-    return Html("\n\n".join(parts))
+    return Html("\n\n".join(p for p in parts if p))
 
 
 @router.command("start")

@@ -19,6 +19,9 @@ from bot.ui.i18n import LOCALES, t
 from config.categories import CATEGORIES
 
 router = Router()
+router.help("resident", "help_resident")
+router.help("member", "help_member")
+router.help("secretary", "help_secretary")
 
 TRIGGERS = ("#诉求", "#报事", "＃诉求", "＃报事")
 _NUMBER = re.compile(r"[#＃]?(\d{1,9})")

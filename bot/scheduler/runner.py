@@ -94,7 +94,10 @@ class JobRunner:
     def arm(self, job_id: int, due_at: datetime) -> None:
         if not self.aps.running:
             return
-        run_at = max(due_at, datetime.now(UTC))
+        # Due times are in the service clock's terms (a test or the sandbox may run it ahead of the
+        # wall clock); APScheduler counts wall time, so arm by the distance from the clock's now.
+        delay = max(0.0, (due_at - self.clock()).total_seconds())
+        run_at = datetime.now(UTC) + timedelta(seconds=delay)
         self.aps.add_job(
             self._fire_tracked,
             DateTrigger(run_date=run_at),

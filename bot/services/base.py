@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from bot.services.clock import Clock, system_clock
+from bot.services.personal import PersonalData
 from bot.services.roles import Roles
 from bot.storage.db import writing
 from bot.storage.models import Job, Outbox
@@ -40,6 +41,8 @@ class ServiceContext:
     # Called after a commit that wrote outbox rows or jobs, so delivery and timers wake at once.
     wake_outbox: Callable[[], None] = field(default=_noop)
     wake_jobs: Callable[[], None] = field(default=_noop)
+    # Each capability's share of /mydata and /forget, registered by its service.
+    personal: PersonalData = field(default_factory=PersonalData)
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncSession]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -34,6 +34,7 @@ from bot.scheduler.runner import JobRunner, add_job
 from bot.services.base import ServiceContext
 from bot.services.errors import Denied, NotFound, Term, UserError
 from bot.services.notify import alert_secretaries, enqueue, notify_user
+from bot.services.personal import row_dict
 from bot.services.roles import secretary_users
 from bot.storage.models import (
     Chat,
@@ -111,6 +112,7 @@ def _text(render_key: str, **params: Any) -> Render:
 class DemandService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        ctx.personal.register("demands", self._export_user, self._forget_user)
 
     def register_jobs(self, jobs: JobRunner) -> None:
         jobs.register(JOB_ACCEPT, self._job_accept_due)
@@ -723,6 +725,29 @@ class DemandService:
         community = await self._community(s, d.community_id)
         await self._ask_rating(s, d, community, key=f"d{d.id}:reask:{job.guard}", again=True)
         return "reasked"
+
+    # ------------------------------------------------------------------ personal data
+
+    async def _export_user(self, s: AsyncSession, user_id: int) -> dict[str, Any]:
+        filed = select(Demand).where(or_(Demand.submitter_id == user_id, Demand.filed_by_id == user_id))
+        return {
+            "filed": [row_dict(r) for r in await s.scalars(filed)],
+            "assigned": [row_dict(r) for r in await s.scalars(select(Demand).where(Demand.assignee_id == user_id))],
+            "timeline": [
+                row_dict(r) for r in await s.scalars(select(DemandEvent).where(DemandEvent.actor_id == user_id))
+            ],
+            "following": [
+                row_dict(r) for r in await s.scalars(select(DemandFollower).where(DemandFollower.user_id == user_id))
+            ],
+        }
+
+    async def _forget_user(self, s: AsyncSession, user_id: int) -> None:
+        """Their demands stay in the ledger, anonymised, so the rates do not change."""
+        await s.execute(update(Demand).where(Demand.submitter_id == user_id).values(submitter_id=None))
+        await s.execute(update(Demand).where(Demand.filed_by_id == user_id).values(filed_by_id=None))
+        await s.execute(update(Demand).where(Demand.assignee_id == user_id).values(assignee_id=None))
+        await s.execute(update(DemandEvent).where(DemandEvent.actor_id == user_id).values(actor_id=None))
+        await s.execute(delete(DemandFollower).where(DemandFollower.user_id == user_id))
 
     # ------------------------------------------------------------------ concurrency
 

@@ -5,24 +5,20 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, select, update
 
 from bot.services.base import ServiceContext
 from bot.services.errors import UserError
+from bot.services.personal import row_dict
 from bot.services.roles import PRESENT, CommunityRoles
 from bot.storage.models import (
     AuditEntry,
-    Base,
     Chat,
     ChatMember,
     Community,
     Conversation,
-    Demand,
-    DemandEvent,
-    DemandFollower,
     Secretary,
     User,
 )
@@ -62,18 +58,6 @@ class Observed:
     user: User | None
     chat: Chat | None
     community: Community | None
-
-
-def _row_dict(obj: Base) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for col in obj.__table__.columns:  # type: ignore[attr-defined]
-        val = getattr(obj, col.key)
-        if isinstance(val, datetime):
-            val = val.isoformat()
-        elif isinstance(val, bytes):
-            val = f"<{len(val)} bytes>"
-        out[col.key] = val
-    return out
 
 
 class PeopleService:
@@ -184,48 +168,31 @@ class PeopleService:
         async with self.ctx.read() as s:
             user = await s.get(User, user_id)
             doc: dict[str, Any] = {
-                "user": _row_dict(user) if user else None,
-                "chats": [
-                    _row_dict(r) for r in await s.scalars(select(ChatMember).where(ChatMember.user_id == user_id))
-                ],
+                "user": row_dict(user) if user else None,
+                "chats": [row_dict(r) for r in await s.scalars(select(ChatMember).where(ChatMember.user_id == user_id))],
                 "secretary_of": [
-                    _row_dict(r) for r in await s.scalars(select(Secretary).where(Secretary.user_id == user_id))
+                    row_dict(r) for r in await s.scalars(select(Secretary).where(Secretary.user_id == user_id))
                 ],
                 "conversations": [
-                    _row_dict(r) for r in await s.scalars(select(Conversation).where(Conversation.user_id == user_id))
-                ],
-                "demands_filed": [
-                    _row_dict(r)
-                    for r in await s.scalars(
-                        select(Demand).where(or_(Demand.submitter_id == user_id, Demand.filed_by_id == user_id))
-                    )
-                ],
-                "demands_assigned": [
-                    _row_dict(r) for r in await s.scalars(select(Demand).where(Demand.assignee_id == user_id))
-                ],
-                "demand_timeline": [
-                    _row_dict(r) for r in await s.scalars(select(DemandEvent).where(DemandEvent.actor_id == user_id))
-                ],
-                "following": [
-                    _row_dict(r) for r in await s.scalars(select(DemandFollower).where(DemandFollower.user_id == user_id))
+                    row_dict(r) for r in await s.scalars(select(Conversation).where(Conversation.user_id == user_id))
                 ],
                 "audit_log": [
-                    _row_dict(r) for r in await s.scalars(select(AuditEntry).where(AuditEntry.actor_id == user_id))
+                    row_dict(r) for r in await s.scalars(select(AuditEntry).where(AuditEntry.actor_id == user_id))
                 ],
             }
+            for name, exporter in self.ctx.personal.exporters:
+                doc[name] = await exporter(s, user_id)
         return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8")
 
     async def forget(self, user_id: int) -> None:
-        """/forget: erase the person. Demands they filed stay, anonymised, so the rates hold."""
+        """/forget: erase the person. What they filed or did stays, anonymised, so the rates hold."""
         async with self.ctx.tx() as s:
-            await s.execute(update(Demand).where(Demand.submitter_id == user_id).values(submitter_id=None))
-            await s.execute(update(Demand).where(Demand.filed_by_id == user_id).values(filed_by_id=None))
-            await s.execute(update(Demand).where(Demand.assignee_id == user_id).values(assignee_id=None))
-            await s.execute(update(DemandEvent).where(DemandEvent.actor_id == user_id).values(actor_id=None))
+            for _name, eraser in self.ctx.personal.erasers:
+                await eraser(s, user_id)
             await s.execute(update(AuditEntry).where(AuditEntry.actor_id == user_id).values(actor_id=None))
             await s.execute(update(Community).where(Community.created_by == user_id).values(created_by=None))
             await s.execute(update(Chat).where(Chat.bound_by == user_id).values(bound_by=None))
-            for model in (ChatMember, Secretary, Conversation, DemandFollower):
+            for model in (ChatMember, Secretary, Conversation):
                 await s.execute(delete(model).where(model.user_id == user_id))  # type: ignore[attr-defined]
             await s.execute(delete(User).where(User.id == user_id))
             s.add(AuditEntry(action="forget", details={}))

@@ -1,64 +1,24 @@
-"""SQLAlchemy 2 typed models. Every timestamp is stored as UTC."""
+"""Communities, chats, people, forms, and the outbox and jobs every capability uses."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
-    Integer,
     LargeBinary,
-    MetaData,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware datetimes in, aware UTC datetimes out, on SQLite (no tz) and PostgreSQL alike."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, int: Integer}
+from bot.storage.models.base import Base, utcnow
 
 
 class Community(Base):
@@ -217,70 +177,3 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     result: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class Demand(Base):
-    __tablename__ = "demands"
-    __table_args__ = (UniqueConstraint("community_id", "number", name="uq_demands_community_number"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    community_id: Mapped[int] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"), index=True)
-    number: Mapped[int] = mapped_column()
-    # NULL once the submitter used /forget: the demand stays in the ledger, anonymised.
-    submitter_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
-    filed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    text: Mapped[str] = mapped_column(Text)
-    location: Mapped[str | None] = mapped_column(String(256))
-    photo_file_id: Mapped[str | None] = mapped_column(String(256))
-    category: Mapped[str] = mapped_column(String(32))
-    urgency: Mapped[str] = mapped_column(String(16), default="general")
-    state: Mapped[str] = mapped_column(String(16), default="new", index=True)
-    public: Mapped[bool] = mapped_column(Boolean, default=True)
-    origin_chat_id: Mapped[int | None] = mapped_column(BigInteger)
-    origin_thread_id: Mapped[int | None] = mapped_column(BigInteger)
-    origin_message_id: Mapped[int | None] = mapped_column(BigInteger)
-    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("demands.id", ondelete="SET NULL"))
-    filed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    accepted_at: Mapped[datetime | None]
-    assigned_at: Mapped[datetime | None]
-    resolved_at: Mapped[datetime | None]
-    rated_at: Mapped[datetime | None]
-    accept_by: Mapped[datetime]
-    resolve_by: Mapped[datetime]
-    resolution_note: Mapped[str | None] = mapped_column(Text)
-    resolution_photo: Mapped[str | None] = mapped_column(String(256))
-    rejection_reason: Mapped[str | None] = mapped_column(Text)
-    rating: Mapped[int | None] = mapped_column()
-    rating_comment: Mapped[str | None] = mapped_column(Text)
-    version: Mapped[int] = mapped_column(default=1)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-    # Optimistic locking: two concurrent changes of one demand cannot both win.
-    __mapper_args__ = {"version_id_col": version}
-
-
-class DemandEvent(Base):
-    """The timeline of a demand: who did what, when, with which note."""
-
-    __tablename__ = "demand_events"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    demand_id: Mapped[int] = mapped_column(ForeignKey("demands.id", ondelete="CASCADE"), index=True)
-    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    action: Mapped[str] = mapped_column(String(24))
-    from_state: Mapped[str | None] = mapped_column(String(16))
-    to_state: Mapped[str | None] = mapped_column(String(16))
-    note: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class DemandFollower(Base):
-    """People told of a demand's changes besides its submitter (e.g. submitters of its duplicates)."""
-
-    __tablename__ = "demand_followers"
-
-    demand_id: Mapped[int] = mapped_column(ForeignKey("demands.id", ondelete="CASCADE"), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    origin_chat_id: Mapped[int | None] = mapped_column(BigInteger)
-    origin_message_id: Mapped[int | None] = mapped_column(BigInteger)

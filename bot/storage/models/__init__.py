@@ -1,0 +1,38 @@
+"""SQLAlchemy 2 typed models, one module per capability; all of them are registered on `Base`.
+
+A capability adds its module here, so `Base.metadata` (migrations, the schema test) sees it.
+"""
+
+from bot.storage.models.base import Base, UTCDateTime, utcnow
+from bot.storage.models.core import (
+    AuditEntry,
+    Chat,
+    ChatMember,
+    Community,
+    Conversation,
+    Counter,
+    Job,
+    Outbox,
+    Secretary,
+    User,
+)
+from bot.storage.models.demands import Demand, DemandEvent, DemandFollower
+
+__all__ = [
+    "AuditEntry",
+    "Base",
+    "Chat",
+    "ChatMember",
+    "Community",
+    "Conversation",
+    "Counter",
+    "Demand",
+    "DemandEvent",
+    "DemandFollower",
+    "Job",
+    "Outbox",
+    "Secretary",
+    "UTCDateTime",
+    "User",
+    "utcnow",
+]
