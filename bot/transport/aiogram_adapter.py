@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import (
-    ClientDecodeError,
-    TelegramAPIError,
-    TelegramBadRequest,
-    TelegramConflictError,
-    TelegramEntityTooLarge,
-    TelegramForbiddenError,
-    TelegramMigrateToChat,
-    TelegramNetworkError,
-    TelegramNotFound,
-    TelegramRetryAfter,
-    TelegramServerError,
-    TelegramUnauthorizedError,
-)
+from aiogram.exceptions import TelegramNetworkError
+from aiogram.methods.base import TelegramMethod
 from aiogram.types import (
     BufferedInputFile,
     CallbackQuery,
@@ -40,52 +28,58 @@ from aiogram.types import (
 
 from bot.transport.base import EventSink, Transport
 from bot.transport.convert import callback_event, member_event, message_events, to_user, value
-from bot.transport.port import (
-    CallbackAnswer,
-    Document,
-    Event,
-    Keyboard,
-    PermanentError,
-    RetryAfter,
-    Sent,
-    TransientError,
-    User,
+from bot.transport.errors import (
+    CONNECT_TIMEOUT,
+    POLL_READ_MARGIN,
+    POOL_TIMEOUT,
+    READ_TIMEOUT,
+    WRITE_TIMEOUT,
+    Network,
+    classify,
+    note_network,
+    note_response,
+    recording,
 )
+from bot.transport.port import CallbackAnswer, Document, Event, Keyboard, Sent, User
 
 log = logging.getLogger("linli.aiogram")
 T = TypeVar("T")
 
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member"]
 
-_PERMANENT: tuple[tuple[type[TelegramAPIError], int], ...] = (
-    (TelegramEntityTooLarge, 413),  # a TelegramNetworkError, but retrying will not shrink the file
-    (TelegramBadRequest, 400),
-    (TelegramUnauthorizedError, 401),
-    (TelegramForbiddenError, 403),
-    (TelegramNotFound, 404),
-    (TelegramConflictError, 409),
-    (TelegramMigrateToChat, 400),
-)
 
+class _Session(AiohttpSession):
+    """aiogram's aiohttp session with the shared timeouts, recording what each call got back
+    (bot/transport/errors.py), so failures are classified exactly as on python-telegram-bot."""
 
-@asynccontextmanager
-async def _mapped_errors() -> AsyncIterator[None]:
-    """aiogram's exceptions -> the port's, so the sender decides retries the same way for both."""
-    try:
-        yield
-    except TelegramRetryAfter as exc:
-        raise RetryAfter(exc.retry_after, exc.message) from exc
-    except (TelegramServerError, ClientDecodeError) as exc:
-        raise TransientError(str(exc)) from exc
-    except TelegramAPIError as exc:
-        for cls, code in _PERMANENT:
-            if isinstance(exc, cls):
-                raise PermanentError(code, exc.message) from exc
-        if isinstance(exc, TelegramNetworkError):
-            raise TransientError(str(exc)) from exc
-        raise PermanentError(400, exc.message) from exc
-    except (TimeoutError, OSError) as exc:
-        raise TransientError(repr(exc)) from exc
+    async def make_request(self, bot: Bot, method: TelegramMethod[T], timeout: int | None = None) -> T:
+        session = await self.create_session()
+        url = self.api.api_url(token=bot.token, method=method.__api_method__)
+        form = self.build_form_data(bot=bot, method=method)
+        # getUpdates passes its own (the long-poll timeout plus POLL_READ_MARGIN); every other call
+        # reads within READ_TIMEOUT. aiohttp has no write timeout: `total` bounds an upload instead.
+        read = float(timeout) if timeout is not None else READ_TIMEOUT
+        limits = aiohttp.ClientTimeout(
+            total=POOL_TIMEOUT + CONNECT_TIMEOUT + WRITE_TIMEOUT + read,
+            connect=POOL_TIMEOUT + CONNECT_TIMEOUT,
+            sock_connect=CONNECT_TIMEOUT,
+            sock_read=read,
+        )
+        try:
+            async with session.post(url, data=form, timeout=limits) as resp:
+                raw = await resp.text()
+        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as e:
+            note_network(Network.NOT_SENT, f"{type(e).__name__}: {e}")
+            raise TelegramNetworkError(method=method, message=f"{type(e).__name__}: {e}") from e
+        except (TimeoutError, aiohttp.ClientError) as e:
+            note_network(Network.ANSWER_LOST, f"{type(e).__name__}: {e}")
+            raise TelegramNetworkError(method=method, message=f"{type(e).__name__}: {e}") from e
+        response = self.check_response(bot=bot, method=method, status_code=resp.status, content=raw)
+        return response.result  # type: ignore[return-value]
+
+    def check_response(self, bot: Bot, method: TelegramMethod[Any], status_code: int, content: str) -> Any:
+        note_response(status_code, content)
+        return super().check_response(bot=bot, method=method, status_code=status_code, content=content)
 
 
 def _markup(keyboard: Keyboard | None) -> InlineKeyboardMarkup | None:
@@ -104,10 +98,6 @@ def _reply(message_id: int | None) -> ReplyParameters | None:
     return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
-
-
-
-
 class AiogramApi:
     """The port's BotApi over an aiogram Bot."""
 
@@ -115,8 +105,11 @@ class AiogramApi:
         self.bot = bot
 
     async def _do(self, call: Callable[[], Awaitable[T]]) -> T:
-        async with _mapped_errors():
-            return await call()
+        with recording() as answer:
+            try:
+                return await call()
+            except Exception as exc:  # one table for both frameworks: bot/transport/errors.py
+                raise classify(answer, exc) from exc
 
     async def get_me(self) -> User:
         return to_user(await self._do(self.bot.get_me))
@@ -160,15 +153,16 @@ class AiogramApi:
     async def send_document(
         self,
         chat_id: int,
-        document: Document,
+        document: Document | str,
         *,
         caption: str | None = None,
         thread_id: int | None = None,
         reply_to_message_id: int | None = None,
     ) -> Sent:
+        file = BufferedInputFile(document.data, document.filename) if isinstance(document, Document) else document
         m = await self._do(
             lambda: self.bot.send_document(
-                chat_id, BufferedInputFile(document.data, document.filename), caption=caption,
+                chat_id, file, caption=caption,
                 message_thread_id=thread_id, reply_parameters=_reply(reply_to_message_id),
             )
         )
@@ -181,6 +175,12 @@ class AiogramApi:
             lambda: self.bot.edit_message_text(
                 text=text, chat_id=chat_id, message_id=message_id, reply_markup=_markup(keyboard)
             )
+        )
+
+    async def edit_message_keyboard(self, chat_id: int, message_id: int, keyboard: Keyboard | None) -> None:
+        await self._do(
+            lambda: self.bot.edit_message_reply_markup(chat_id=chat_id, message_id=message_id,
+                                                       reply_markup=_markup(keyboard))
         )
 
     async def pin_message(self, chat_id: int, message_id: int) -> None:
@@ -202,7 +202,9 @@ class AiogramApi:
 
 class AiogramTransport(Transport):
     def __init__(self, token: str, api_base: str | None, *, poll_timeout: int = 25) -> None:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(api_base)) if api_base else AiohttpSession()
+        # The session's own timeout is only what aiogram's polling adds to the long-poll timeout.
+        session = (_Session(api=TelegramAPIServer.from_base(api_base), timeout=POLL_READ_MARGIN) if api_base
+                   else _Session(timeout=POLL_READ_MARGIN))
         self.bot = Bot(
             token,
             session=session,

@@ -91,6 +91,9 @@ def message_events(message: Any, update_id: int, bot_username: str | None) -> li
             args=parsed[1] if parsed else "",
             photo_file_id=_photo(message),
             reply_to=replied,
+            document_file_id=message.document.file_id if message.document else None,
+            migrate_to_chat_id=message.migrate_to_chat_id,
+            migrate_from_chat_id=message.migrate_from_chat_id,
         )
     ]
 

@@ -105,6 +105,11 @@ class Event:
     callback_data: str | None = None
     callback_message_id: int | None = None  # the message that carries the pressed button
     member_change: MemberChange | None = None
+    document_file_id: str | None = None  # a document sent with the message (its caption is `text`)
+    # A basic group became a supergroup: the service message in the old group carries the new id
+    # (and the first one in the new supergroup carries the old one as migrate_from_chat_id).
+    migrate_to_chat_id: int | None = None
+    migrate_from_chat_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,34 @@ class Document:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """How a message may be folded with others to the same chat when that chat is over its limit.
+
+    Messages of one chat with the same `key` (and topic) that would queue behind the chat's limit
+    go out as one: `head` (with `{n}` for how many) and then each one's `line`. A message that
+    answers someone (`private_chat_id`, set only when they have started the bot) goes to them
+    privately instead, as `private_text`. `tag` (e.g. "#12") labels the message's buttons in
+    the folded one.
+    """
+
+    key: str
+    line: str
+    head: str
+    private_chat_id: int | None = None
+    private_text: str | None = None
+    tag: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in ("key", "line", "head", "private_chat_id", "private_text", "tag")}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object] | None) -> Fold | None:
+        if not data:
+            return None
+        return cls(**data)  # type: ignore[arg-type]
+
+
 @dataclass(slots=True)
 class OutMessage:
     """One thing to send. `text` is HTML; all user text in it must already be escaped."""
@@ -158,11 +191,14 @@ class OutMessage:
     photo: str | None = None  # a file_id or a PNG as bytes via `photo_bytes`
     photo_bytes: bytes | None = None
     document: Document | None = None
+    document_id: str | None = None  # a document Telegram already has (file_id), sent again
     pin: bool = False
-    # Set to edit an existing message (text and keyboard) instead of sending a new one.
+    # Set to edit an existing message (text and keyboard) instead of sending a new one; with an
+    # empty text only the keyboard is replaced (works on photo and document messages too).
     edit_message_id: int | None = None
     # Edits with the same key that queue up behind one another collapse into the last.
     coalesce_key: str | None = None
+    fold: Fold | None = None
 
 
 @dataclass(slots=True)
@@ -174,7 +210,7 @@ class CallbackAnswer:
 
 @dataclass(slots=True)
 class Sent:
-    message_id: int
+    message_id: int | None  # None only when Telegram accepted it but its answer could not be read
     chat_id: int
 
 
@@ -200,16 +236,35 @@ class RetryAfter(BotApiError):
 
 
 class TransientError(BotApiError):
-    """Network failure, timeout or a 5xx: worth retrying with backoff."""
+    """Network failure, timeout or a 5xx: worth retrying with backoff.
+
+    maybe_sent: the request went out and its answer was lost (a read timeout, a dropped
+    connection), so Telegram may have carried it out: a retry may deliver it twice."""
+
+    def __init__(self, message: str = "", *, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
+
+
+class Accepted(BotApiError):
+    """Telegram answered 200 (the call was carried out) but the framework could not read the
+    answer: a delivery all the same, never to be repeated; the message id is known only when
+    the raw answer had one."""
+
+    def __init__(self, message_id: int | None, detail: str = "") -> None:
+        super().__init__(detail or "accepted, answer unreadable")
+        self.message_id = message_id
 
 
 class PermanentError(BotApiError):
-    """400, 403, 404 ...: retrying will not help."""
+    """400, 403, 404 ...: retrying will not help (except at `migrate_to_chat_id`, when given:
+    the group became a supergroup with that id)."""
 
-    def __init__(self, code: int, description: str) -> None:
+    def __init__(self, code: int, description: str, *, migrate_to_chat_id: int | None = None) -> None:
         super().__init__(f"{code}: {description}")
         self.code = code
         self.description = description
+        self.migrate_to_chat_id = migrate_to_chat_id
 
 
 class BotApi(Protocol):
@@ -241,7 +296,7 @@ class BotApi(Protocol):
     async def send_document(
         self,
         chat_id: int,
-        document: Document,
+        document: Document | str,  # bytes to upload, or a file_id Telegram has
         *,
         caption: str | None = None,
         thread_id: int | None = None,
@@ -251,6 +306,8 @@ class BotApi(Protocol):
     async def edit_message_text(
         self, chat_id: int, message_id: int, text: str, *, keyboard: Keyboard | None = None
     ) -> None: ...
+
+    async def edit_message_keyboard(self, chat_id: int, message_id: int, keyboard: Keyboard | None) -> None: ...
 
     async def pin_message(self, chat_id: int, message_id: int) -> None: ...
 

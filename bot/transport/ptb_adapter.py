@@ -6,12 +6,10 @@ port errors, so handlers, services and the sender cannot tell the frameworks apa
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -20,6 +18,7 @@ from typing import Any, TypeVar
 # keeps deprecation warnings out of logs and test output. An explicit setting is respected.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
+import httpx  # noqa: E402
 from telegram import (  # noqa: E402 - after the opt-in above
     Bot,
     InlineKeyboardButton,
@@ -30,118 +29,61 @@ from telegram import (  # noqa: E402 - after the opt-in above
     Update,
 )
 from telegram.constants import ParseMode  # noqa: E402
-from telegram.error import (  # noqa: E402
-    BadRequest,
-    ChatMigrated,
-    Conflict,
-    EndPointNotFound,
-    Forbidden,
-    InvalidToken,
-    NetworkError,
-    TelegramError,
-    TimedOut,
-)
-from telegram.error import RetryAfter as TgRetryAfter  # noqa: E402
+from telegram.error import NetworkError, TelegramError, TimedOut  # noqa: E402
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults, TypeHandler  # noqa: E402
 from telegram.request import HTTPXRequest  # noqa: E402
 
 from bot.transport.base import EventSink, Transport  # noqa: E402
 from bot.transport.convert import callback_event, member_event, message_events, to_user, value  # noqa: E402
-from bot.transport.port import (  # noqa: E402
-    CallbackAnswer,
-    Document,
-    Event,
-    Keyboard,
-    PermanentError,
-    RetryAfter,
-    Sent,
-    TransientError,
-    User,
+from bot.transport.errors import (  # noqa: E402
+    CONNECT_TIMEOUT,
+    POLL_READ_MARGIN,
+    POOL_TIMEOUT,
+    READ_TIMEOUT,
+    WRITE_TIMEOUT,
+    Network,
+    classify,
+    note_network,
+    note_response,
+    recording,
 )
+from bot.transport.port import CallbackAnswer, Document, Event, Keyboard, Sent, User  # noqa: E402
 
 log = logging.getLogger("linli.ptb")
 T = TypeVar("T")
 
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member"]
 
-# Seconds. PTB never retries a call itself; these only bound one attempt, and the sender retries.
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 15.0
-WRITE_TIMEOUT = 20.0
-POOL_TIMEOUT = 10.0
-# getUpdates: PTB adds the long-poll timeout to this read timeout on every call.
-POLL_READ_MARGIN = 10.0
-
-# The raw description of the last refused call in this task. PTB drops "Bad Request: " and
-# re-capitalises what is left ("chat not found" -> "Chat not found"); the port carries Telegram's
-# own words, as on aiogram, for logs and for the sender's matching.
-_refusal: ContextVar[str | None] = ContextVar("ptb_refusal", default=None)
+# httpx failures that mean the request never reached Telegram; any other failure after the
+# request was written may have been carried out (its answer was lost).
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout, httpx.WriteError,
+             httpx.UnsupportedProtocol, httpx.ProxyError)
 
 
 class _Request(HTTPXRequest):
-    """PTB's httpx request, remembering the exact description of an error response."""
+    """PTB's httpx request, recording what each call got back (bot/transport/errors.py), so
+    failures are classified exactly as on aiogram."""
 
     async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        code, payload = await super().do_request(*args, **kwargs)
-        if not 200 <= code <= 299:
-            _refusal.set(_description(payload))
+        try:
+            code, payload = await super().do_request(*args, **kwargs)
+        except (TimedOut, NetworkError) as exc:
+            cause = exc.__cause__
+            kind = Network.NOT_SENT if isinstance(cause, _NOT_SENT) else Network.ANSWER_LOST
+            note_network(kind, f"{type(cause or exc).__name__}: {cause or exc}")
+            raise
+        note_response(code, payload)
         return code, payload
-
-
-def _description(payload: bytes) -> str | None:
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return None
-    desc = data.get("description") if isinstance(data, dict) else None
-    return desc if isinstance(desc, str) else None
-
-
-def _retry_seconds(exc: TgRetryAfter) -> float:
-    # `_retry_after` is always a timedelta in PTB 22; the public attribute is int or timedelta
-    # depending on PTB_TIMEDELTA, and warns when it is int.
-    value: Any = getattr(exc, "_retry_after", None)
-    if value is None:
-        value = exc.retry_after
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 @asynccontextmanager
 async def _mapped_errors() -> AsyncIterator[None]:
-    """PTB's exceptions -> the port's, so the sender decides retries the same way for both."""
-    token = _refusal.set(None)
-    try:
-        yield
-    except TgRetryAfter as exc:
-        raise RetryAfter(_retry_seconds(exc), _refusal.get() or exc.message) from exc
-    except ChatMigrated as exc:
-        raise PermanentError(400, _refusal.get() or f"group chat was upgraded to {exc.new_chat_id}") from exc
-    except BadRequest as exc:  # a NetworkError subclass in PTB: before NetworkError
-        raise PermanentError(400, _refusal.get() or exc.message) from exc
-    except TimedOut as exc:
-        raise TransientError(str(exc)) from exc
-    except NetworkError as exc:  # connection failures and 5xx (and other unexpected statuses)
-        desc = _refusal.get() or exc.message
-        if "too large" in desc.lower():  # 413: retrying will not shrink the file
-            raise PermanentError(413, desc) from exc
-        raise TransientError(desc) from exc
-    except Forbidden as exc:
-        raise PermanentError(403, _refusal.get() or exc.message) from exc
-    except InvalidToken as exc:  # PTB raises this for both 401 and 404
-        desc = _refusal.get() or exc.message
-        raise PermanentError(404 if "not found" in desc.lower() else 401, desc) from exc
-    except EndPointNotFound as exc:
-        raise PermanentError(404, _refusal.get() or exc.message) from exc
-    except Conflict as exc:
-        raise PermanentError(409, _refusal.get() or exc.message) from exc
-    except TelegramError as exc:
-        if type(exc) is TelegramError:  # e.g. "Invalid server response": a garbled reply
-            raise TransientError(exc.message) from exc
-        raise PermanentError(400, _refusal.get() or exc.message) from exc
-    except (TimeoutError, OSError) as exc:
-        raise TransientError(repr(exc)) from exc
-    finally:
-        _refusal.reset(token)
+    """Any failure of the calls inside -> the port's error, by the shared table."""
+    with recording() as answer:
+        try:
+            yield
+        except Exception as exc:  # one table for both frameworks: bot/transport/errors.py
+            raise classify(answer, exc) from exc
 
 
 def _markup(keyboard: Keyboard | None) -> InlineKeyboardMarkup | None:
@@ -156,9 +98,6 @@ def _reply(message_id: int | None) -> ReplyParameters | None:
     if message_id is None:
         return None
     return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
-
-
-
 
 
 
@@ -214,15 +153,16 @@ class PtbApi:
     async def send_document(
         self,
         chat_id: int,
-        document: Document,
+        document: Document | str,
         *,
         caption: str | None = None,
         thread_id: int | None = None,
         reply_to_message_id: int | None = None,
     ) -> Sent:
+        file = InputFile(document.data, filename=document.filename) if isinstance(document, Document) else document
         m = await self._do(
             lambda: self.bot.send_document(
-                chat_id, InputFile(document.data, filename=document.filename), caption=caption,
+                chat_id, file, caption=caption,
                 message_thread_id=thread_id, reply_parameters=_reply(reply_to_message_id),
             )
         )
@@ -235,6 +175,12 @@ class PtbApi:
             lambda: self.bot.edit_message_text(
                 text, chat_id=chat_id, message_id=message_id, reply_markup=_markup(keyboard)
             )
+        )
+
+    async def edit_message_keyboard(self, chat_id: int, message_id: int, keyboard: Keyboard | None) -> None:
+        await self._do(
+            lambda: self.bot.edit_message_reply_markup(chat_id=chat_id, message_id=message_id,
+                                                       reply_markup=_markup(keyboard))
         )
 
     async def pin_message(self, chat_id: int, message_id: int) -> None:

@@ -1,0 +1,169 @@
+"""One table of Bot API failures and one set of timeouts, for both adapters.
+
+aiogram and python-telegram-bot raise different exceptions for the same failure (and used to
+disagree: an unknown error was permanent on one and transient on the other). Both adapters now
+record what actually came back — the HTTP status and body, or how the connection failed — in an
+`Answer`, and `classify` turns that into the port's error, so one failure is one kind on both.
+The framework's own exception is only a fallback for failures no answer was recorded for.
+
+| what came back                                   | port error                        |
+|--------------------------------------------------|-----------------------------------|
+| 2xx and ok, but the framework could not read it  | Accepted (a delivery: never again)|
+| 429                                              | RetryAfter(parameters.retry_after)|
+| any error with parameters.migrate_to_chat_id     | PermanentError, migrate_to_chat_id|
+| 400-499 (400, 401, 403, 404, 409, 413, ...)      | PermanentError(status)            |
+| 5xx, other statuses, a body that is not JSON     | TransientError                    |
+| no connection (refused, connect/pool timeout)    | TransientError (not sent)         |
+| no answer after sending (read timeout, dropped)  | TransientError(maybe_sent=True)   |
+| anything else                                    | TransientError                    |
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from bot.transport.port import Accepted, BotApiError, PermanentError, RetryAfter, TransientError
+
+# Seconds, the same on both frameworks. Telegram answers a send in well under a second; a read
+# timeout is reached only when an answer was lost, and then the message may have gone out: that
+# is the at-least-once window, so it is short, but long enough not to be hit by a slow answer.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 15.0
+WRITE_TIMEOUT = 20.0  # uploads (documents, photos)
+POOL_TIMEOUT = 5.0
+# getUpdates: the long-poll timeout plus this.
+POLL_READ_MARGIN = 10.0
+
+
+class Network(StrEnum):
+    """How a call failed when no HTTP answer came."""
+
+    NOT_SENT = "not_sent"  # refused, connect or pool timeout: Telegram never saw the request
+    ANSWER_LOST = "answer_lost"  # read timeout, connection dropped after sending: it may have gone out
+
+
+class ErrorKind(StrEnum):
+    """What a failure means for the chat it was sent to."""
+
+    FLOOD = "flood"
+    TRANSIENT = "transient"
+    ACCEPTED = "accepted"
+    MIGRATED = "migrated"  # the group became a supergroup: send to the new id
+    CHAT_GONE = "chat_gone"  # the bot was removed from (or never was in) the group
+    USER_GONE = "user_gone"  # the person blocked the bot, or never started it, or was deleted
+    REFUSED = "refused"  # any other refusal (bad request, not found, ...)
+
+
+_CHAT_GONE = ("bot was kicked", "bot is not a member", "group chat was deleted", "group chat was deactivated",
+              "chat was deleted")
+_USER_GONE = ("bot was blocked by the user", "user is deactivated", "bot can't initiate conversation",
+              "bot can't send messages to bots")
+
+
+def kind_of(error: BaseException) -> ErrorKind:
+    if isinstance(error, RetryAfter):
+        return ErrorKind.FLOOD
+    if isinstance(error, Accepted):
+        return ErrorKind.ACCEPTED
+    if isinstance(error, PermanentError):
+        if error.migrate_to_chat_id is not None:
+            return ErrorKind.MIGRATED
+        text = error.description.lower()
+        if error.code == 403 or error.code == 400:
+            if any(s in text for s in _CHAT_GONE):
+                return ErrorKind.CHAT_GONE
+            if any(s in text for s in _USER_GONE):
+                return ErrorKind.USER_GONE
+        return ErrorKind.REFUSED
+    return ErrorKind.TRANSIENT
+
+
+@dataclass
+class Answer:
+    """What one call got back, filled in by the adapter's HTTP layer."""
+
+    status: int | None = None
+    body: Any = None  # the parsed JSON, or the raw text when it was not JSON
+    network: Network | None = None
+    detail: str = ""
+
+
+_answer: ContextVar[Answer | None] = ContextVar("linli_bot_api_answer", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[Answer]:
+    """Around one Bot API call: the HTTP layer below fills the Answer it finds in the context
+    (a mutable box, so a framework that runs the request in a task of its own still reaches it)."""
+    box = Answer()
+    token = _answer.set(box)
+    try:
+        yield box
+    finally:
+        _answer.reset(token)
+
+
+def note_response(status: int, payload: bytes | str) -> None:
+    box = _answer.get()
+    if box is None:
+        return
+    box.status = status
+    box.network = None
+    try:
+        box.body = json.loads(payload)
+    except (ValueError, TypeError):
+        box.body = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+
+
+def note_network(kind: Network, detail: str) -> None:
+    box = _answer.get()
+    if box is None:
+        return
+    box.status = None
+    box.body = None
+    box.network = kind
+    box.detail = detail
+
+
+def _description(body: Any, status: int) -> str:
+    if isinstance(body, dict) and isinstance(body.get("description"), str):
+        return body["description"]
+    return f"HTTP {status}"
+
+
+def classify(answer: Answer, fallback: BaseException) -> BotApiError:
+    """The port error for a call that raised `fallback` after getting `answer`."""
+    status, body = answer.status, answer.body
+    if status is None:
+        if answer.network is Network.NOT_SENT:
+            return TransientError(answer.detail or repr(fallback))
+        if answer.network is Network.ANSWER_LOST:
+            return TransientError(answer.detail or repr(fallback), maybe_sent=True)
+        # No answer recorded: the framework failed before or around the request.
+        return TransientError(f"{type(fallback).__name__}: {fallback}", maybe_sent=True)
+    ok = isinstance(body, dict) and body.get("ok") is True
+    if 200 <= status <= 299:
+        if ok or not isinstance(body, dict):
+            # Telegram accepted the call; only reading its answer failed. A delivery.
+            result = body.get("result") if isinstance(body, dict) else None
+            mid = result.get("message_id") if isinstance(result, dict) else None
+            return Accepted(mid if isinstance(mid, int) else None, f"{type(fallback).__name__}: {fallback}")
+        return TransientError(f"HTTP {status} without ok: {str(body)[:200]}")
+    desc = _description(body, status)
+    params = body.get("parameters") if isinstance(body, dict) else None
+    params = params if isinstance(params, dict) else {}
+    if status == 429:
+        retry = params.get("retry_after")
+        return RetryAfter(float(retry) if isinstance(retry, int | float) else 1.0, desc)
+    migrate = params.get("migrate_to_chat_id")
+    if isinstance(migrate, int):
+        return PermanentError(status, desc, migrate_to_chat_id=migrate)
+    if 400 <= status <= 499:
+        return PermanentError(status, desc)
+    return TransientError(desc)
