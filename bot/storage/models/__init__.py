@@ -17,9 +17,11 @@ from bot.storage.models.core import (
     User,
 )
 from bot.storage.models.demands import Demand, DemandEvent, DemandFollower
+from bot.storage.models.notices import ChatMove, Notice, NoticeAck, NoticeDelivery
 
 __all__ = [
     "AuditEntry",
+    "ChatMove",
     "Base",
     "Chat",
     "ChatMember",
@@ -30,6 +32,9 @@ __all__ = [
     "DemandEvent",
     "DemandFollower",
     "Job",
+    "Notice",
+    "NoticeAck",
+    "NoticeDelivery",
     "Outbox",
     "Secretary",
     "UTCDateTime",

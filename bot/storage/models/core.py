@@ -156,6 +156,21 @@ class Outbox(Base):
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # ---- delivery detail (bot/transport/outbox.py)
+    document_id: Mapped[str | None] = mapped_column(String(256))  # a file_id to send as a document
+    edit_message_id: Mapped[int | None] = mapped_column(BigInteger)  # edit this message instead
+    edit_of: Mapped[int | None] = mapped_column()  # ... or the message another outbox row sent
+    coalesce_key: Mapped[str | None] = mapped_column(String(128))  # queued edits with one key: the last wins
+    fold: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # port.Fold: may be folded when the chat is busy
+    # Where a private message goes instead when its person blocked the bot: chat, thread, reply, text.
+    fallback: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    part_ids: Mapped[list[int | None] | None] = mapped_column(JSON)  # message ids of the parts delivered
+    # Set just before a part's call, cleared when it is answered: a row claimed again with this set
+    # (its sender crashed) may already be out; that resend is the contract's at-least-once case.
+    inflight_at: Mapped[datetime | None]
+    moved_from: Mapped[int | None] = mapped_column(BigInteger)  # the chat it was first meant for
+    folded_into: Mapped[int | None] = mapped_column()  # the row whose message carried this one
+    pin_error: Mapped[str | None] = mapped_column(String(256))
 
 
 class Job(Base):
