@@ -15,6 +15,7 @@ from bot.services.clock import Clock, system_clock
 from bot.services.communities import CommunityService
 from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
+from bot.services.notices import NoticeService
 from bot.services.people import PeopleService
 from bot.services.roles import AdminCache, Roles
 from bot.storage.db import make_engine, make_session_factory, migrate
@@ -38,6 +39,7 @@ class Services:
     communities: CommunityService
     conversations: ConversationService
     demands: DemandService
+    notices: NoticeService
     jobs: JobRunner
     outbox: OutboxWorker
     transport: Transport
@@ -51,6 +53,7 @@ def send_limits(settings: Settings) -> SendLimits:
     return SendLimits(
         global_per_second=settings.send_rate_global,
         per_chat_per_second=settings.send_rate_per_chat,
+        per_chat_burst=settings.send_burst_per_chat,
         per_group_per_minute=settings.send_rate_per_group,
     )
 
@@ -86,15 +89,20 @@ class App:
         ctx.wake_jobs = jobs.wake
         demands = DemandService(ctx)
         demands.register_jobs(jobs)
+        notices = NoticeService(ctx)
+        communities = CommunityService(ctx)
+        outbox.chat_events = communities  # what Telegram's refusals tell about chats
+        outbox.on_final(notices.on_final)  # a notice's deliveries are counted as they end
         self.services = Services(
             settings=settings,
             ctx=ctx,
             sender=sender,
             api=self.transport.api,
             people=PeopleService(ctx),
-            communities=CommunityService(ctx),
+            communities=communities,
             conversations=ConversationService(ctx),
             demands=demands,
+            notices=notices,
             jobs=jobs,
             outbox=outbox,
             transport=self.transport,

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from bot.handlers.base import Context, Router
 from bot.services.errors import ChooseCommunity, Term, UserError
-from bot.services.notify import locale_of
+from bot.services.notify import enqueue_message, locale_of
 from bot.storage.models import Conversation
 from bot.transport.port import Button, CallbackAnswer, Event, EventKind, Keyboard, OutMessage
 from bot.ui.i18n import Translator
@@ -177,7 +177,16 @@ class Dispatcher:
         try:
             if answer is not None:
                 await sender.answer_callback(answer)
+            # Replies that may fold when their chat is busy go through the outbox, where folding
+            # happens. (Interim: once every reply is an outbox row written in the update's
+            # transaction, this split goes away.)
+            folding = [m for m in messages if m.fold is not None]
+            if folding:
+                async with self.services.ctx.tx() as s:
+                    for msg in folding:
+                        await enqueue_message(s, msg)
             for msg in messages:
-                await sender.send(msg)
+                if msg.fold is None:
+                    await sender.send(msg)
         except Exception:
             log.exception("sending replies failed")

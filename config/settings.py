@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # Telegram's limits, overridable (paid broadcasts; benchmarks).
     send_rate_global: float = Field(default=30.0, gt=0)
     send_rate_per_chat: float = Field(default=1.0, gt=0)
+    # To one chat: at most this many in any SEND_BURST_PER_CHAT / SEND_RATE_PER_CHAT seconds (5 in any 5 s).
+    send_burst_per_chat: int = Field(default=5, ge=1, le=1000)
     send_rate_per_group: int = Field(default=20, gt=0)
 
     poll_timeout: int = Field(default=25, ge=0, le=50)

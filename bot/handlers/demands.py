@@ -12,9 +12,9 @@ from bot.handlers.args import community_id, number_and_rest, parse_number, split
 from bot.handlers.base import Context, Router
 from bot.services.errors import Denied, UserError
 from bot.storage.models import Demand
-from bot.transport.port import Button, Keyboard
+from bot.transport.port import Button, Fold, Keyboard
 from bot.ui.demands import DemandView, Shown, category_name, demand_card, demand_line, shown_in, stars
-from bot.ui.html import Html
+from bot.ui.html import Html, mention
 from bot.ui.i18n import LOCALES, t
 from config.categories import CATEGORIES
 
@@ -81,8 +81,20 @@ async def file_here(ctx: Context, text: str, *, via: str, photo: str | None = No
     )
     d = filed.demand
     key = "filed_group" if ev.chat.is_group else "filed_private"
-    ctx.reply(ctx.t(key, n=d.number, category=category_name(ctx.tr, d.category), text=excerpt(d.text),
-                    urgency=ctx.t(f"urg_{d.urgency}")), quote=ev.chat.is_group)
+    params = {"n": d.number, "category": category_name(ctx.tr, d.category), "text": excerpt(d.text),
+              "urgency": ctx.t(f"urg_{d.urgency}")}
+    reply = ctx.reply(ctx.t(key, **params), quote=ev.chat.is_group)
+    if ev.chat.is_group:
+        # A busy group (many filing at once) is not flooded: the answer goes privately to whoever
+        # started the bot, the rest fold into one message per interval (bot/transport/outbox.py).
+        started = ctx.user is not None and ctx.user.started
+        reply.fold = Fold(
+            key="filed", head=ctx.t("fold_filed_head", n=Html("{n}")),
+            line=ctx.t("fold_filed_line", name=mention(ev.user.id, ev.user.full_name), number=d.number,
+                       category=params["category"], text=excerpt(d.text, 40)),
+            private_chat_id=ev.user.id if started else None,
+            private_text=ctx.t("filed_private", **params) if started else None,
+        )
 
 
 def _is_trigger(ctx: Context) -> bool:

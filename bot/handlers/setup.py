@@ -54,6 +54,24 @@ async def secretary(ctx: Context) -> None:
     ctx.reply(ctx.t(key, name=user.display_name, community=community.name))
 
 
+def _upgraded(ctx: Context) -> bool:
+    ev = ctx.event
+    return ev.migrate_to_chat_id is not None or ev.migrate_from_chat_id is not None
+
+
+@router.text(_upgraded)
+async def upgraded(ctx: Context) -> None:
+    """A basic group became a supergroup (new id): follow it, binding and all, without a new /setup.
+    Telegram sends this to the old group and to the new one; the second changes nothing."""
+    ev = ctx.event
+    if ev.migrate_to_chat_id is not None:
+        old, new = ev.chat.id, ev.migrate_to_chat_id
+    else:
+        assert ev.migrate_from_chat_id is not None
+        old, new = ev.migrate_from_chat_id, ev.chat.id
+    await ctx.services.communities.migrate(old=old, new=new)
+
+
 @router.member()
 async def membership(ctx: Context) -> None:
     change = ctx.event.member_change

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.base import ServiceContext
 from bot.services.errors import ChooseCommunity, Denied, NotFound, UserError
-from bot.services.roles import PRESENT
-from bot.storage.models import AuditEntry, Chat, Community, Secretary, User
+from bot.services.notify import alert_secretaries
+from bot.services.roles import ADMIN, PRESENT
+from bot.storage.models import AuditEntry, Chat, ChatMember, ChatMove, Community, Outbox, Secretary, User
 from bot.storage.upsert import upsert
+from bot.transport.port import Keyboard
+from bot.ui.i18n import Translator
+
+log = logging.getLogger("linli.communities")
 
 CHAT_KINDS = ("resident", "member")
 MAX_NAME = 64
+INACTIVE = ("left", "migrated")  # bot_status of a chat that is no target: the bot is out, or it moved
 
 
 @dataclass
@@ -130,12 +138,15 @@ class CommunityService:
         return community, user
 
     async def bot_membership(self, *, chat_id: int, new_status: str, actor_id: int | None) -> Chat | None:
-        """The bot was added to or removed from a group."""
+        """The bot was added to or removed from a group (removed: its secretaries are told, once)."""
         async with self.ctx.tx() as s:
             chat = await s.get(Chat, chat_id)
             if chat is None:
                 return None
-            chat.bot_status = new_status if new_status in PRESENT else "left"
+            if new_status in PRESENT:
+                chat.bot_status = new_status
+            else:
+                await self.chat_gone(s, chat_id, "")
             s.add(
                 AuditEntry(
                     community_id=chat.community_id, actor_id=actor_id, action="bot_status", subject=f"chat:{chat_id}",
@@ -144,6 +155,90 @@ class CommunityService:
             )
         self.ctx.roles.admins.forget(chat_id)
         return chat
+
+    # ---- what Telegram tells us about chats (the outbox calls these on its refusals, see ChatEvents)
+
+    async def chat_gone(self, s: AsyncSession, chat_id: int, error: str) -> None:
+        """The bot is out of the group (removed, or found so by a 403): no target until it is added
+        again. Told to the community's secretaries once, when it changes."""
+        res = await s.execute(
+            update(Chat).where(Chat.id == chat_id, Chat.bot_status.not_in(INACTIVE)).values(bot_status="left")
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return
+        chat = await s.get(Chat, chat_id)
+        if chat is None or chat.community_id is None:
+            return
+        await s.refresh(chat)
+        community = await s.get(Community, chat.community_id)
+        assert community is not None
+        log.info("bot is out of chat %s (%s)", chat_id, error or "reported by Telegram")
+        title = chat.title or str(chat_id)
+
+        def render(tr: Translator) -> tuple[str, Keyboard | None]:
+            return tr("alert_bot_removed", chat=title, community=community.name), None
+
+        await alert_secretaries(s, community, await self._secretaries(s, community.id), render,
+                                default_locale=self.ctx.settings.default_locale)
+
+    async def user_gone(self, s: AsyncSession, user_id: int) -> None:
+        """They blocked the bot (or never started it): reach them in their groups from now on."""
+        await s.execute(update(User).where(User.id == user_id).values(started=False)
+                        .execution_options(synchronize_session=False))
+
+    async def chat_migrated(self, s: AsyncSession, old: int, new: int) -> None:
+        """A basic group became a supergroup: its binding, topic, members and queued messages move to
+        the new id, and anything later addressed to the old id goes there (chat_moves)."""
+        if old == new:
+            return
+        await upsert(s, ChatMove, {"old_chat_id": old, "new_chat_id": new, "moved_at": self.ctx.clock()},
+                     ["old_chat_id"])
+        before = await s.get(Chat, old)
+        await upsert(s, Chat, {"id": new, "type": "supergroup", "title": before.title if before else None}, ["id"])
+        after = await s.get(Chat, new)
+        assert after is not None
+        if before is not None:
+            if before.community_id is not None and after.community_id is None:
+                after.community_id, after.kind, after.topic_id = before.community_id, before.kind, before.topic_id
+                after.bound_by, after.bound_at = before.bound_by, before.bound_at
+                after.bot_status = before.bot_status if before.bot_status not in INACTIVE else "member"
+                s.add(AuditEntry(community_id=before.community_id, action="chat_migrated", subject=f"chat:{old}",
+                                 details={"to": new}))
+            before.community_id, before.kind, before.topic_id = None, None, None
+            before.bot_status = "migrated"
+            members = list(await s.scalars(select(ChatMember).where(ChatMember.chat_id == old)))
+            for m in members:
+                await upsert(s, ChatMember, {"chat_id": new, "user_id": m.user_id, "status": m.status,
+                                             "seen_at": m.seen_at}, ["chat_id", "user_id"])
+            await s.execute(delete(ChatMember).where(ChatMember.chat_id == old))
+        await s.execute(
+            update(Outbox).where(Outbox.chat_id == old, Outbox.status == "pending")
+            .values(chat_id=new, moved_from=func.coalesce(Outbox.moved_from, old))
+            .execution_options(synchronize_session=False)
+        )
+        await s.flush()
+        self.ctx.roles.admins.forget(old)
+
+    async def migrate(self, *, old: int, new: int) -> Chat | None:
+        """The service message of an upgrade (in the old group, or the first in the new one)."""
+        async with self.ctx.tx() as s:
+            await self.chat_migrated(s, old, new)
+            chat = await s.get(Chat, new)
+        return chat
+
+    async def _secretaries(self, s: AsyncSession, community_id: int) -> list[User]:
+        """Who is told about a chat: named secretaries, superadmins and known admins of member chats
+        (no Telegram lookup: this runs inside the outbox's transaction)."""
+        ids: set[int] = set(await s.scalars(select(Secretary.user_id).where(Secretary.community_id == community_id)))
+        ids.update(self.ctx.roles.superadmins)
+        ids.update(await s.scalars(
+            select(ChatMember.user_id).join(Chat, Chat.id == ChatMember.chat_id)
+            .where(Chat.community_id == community_id, Chat.kind == "member", ChatMember.status.in_(ADMIN))
+        ))
+        if not ids:
+            return []
+        return list(await s.scalars(select(User).where(User.id.in_(ids)).order_by(User.id)))
 
     async def _community_of_chat(self, s, chat_id: int) -> Community:  # type: ignore[no-untyped-def]
         chat = await s.get(Chat, chat_id)

@@ -48,7 +48,7 @@ from bot.storage.models import (
 )
 from bot.storage.sequences import next_number
 from bot.storage.upsert import upsert
-from bot.transport.port import Keyboard
+from bot.transport.port import Fold, Keyboard
 from bot.ui.demands import (
     DemandView,
     accept_keyboard,
@@ -195,15 +195,17 @@ class DemandService:
                 )
 
     async def _alert(self, s: AsyncSession, community: Community, render: Render, *, key: str,
-                     group_render: Render | None = None) -> None:
+                     group_render: Render | None = None, fold: Callable[[Translator], Fold] | None = None) -> None:
         """`group_render` is what the member chat gets when no secretary has started the bot."""
         secretaries = await secretary_users(s, self.ctx.roles, community.id)
         if group_render is not None and not any(u.started for u in secretaries):
             render = group_render
-        await alert_secretaries(s, community, secretaries, render, default_locale=self._locale, dedup_key=key)
+        await alert_secretaries(s, community, secretaries, render, default_locale=self._locale, dedup_key=key,
+                                fold=fold)
 
     async def _alert_about(self, s: AsyncSession, d: Demand, community: Community, message: str, *, key: str,
-                           group_message: str | None = None, with_accept: bool = False, **params: Any) -> None:
+                           group_message: str | None = None, with_accept: bool = False,
+                           fold: Callable[[Translator], Fold] | None = None, **params: Any) -> None:
         """Secretaries hear about a demand: all of it privately; in the member chat (when none has
         started the bot) only its excerpt, and nothing of a form demand its submitter kept private."""
 
@@ -221,7 +223,7 @@ class DemandService:
 
             return render
 
-        await self._alert(s, community, render_as(True), key=key, group_render=render_as(False))
+        await self._alert(s, community, render_as(True), key=key, group_render=render_as(False), fold=fold)
 
     async def _member_chat(self, s: AsyncSession, community_id: int) -> Chat | None:
         return await s.scalar(
@@ -316,8 +318,14 @@ class DemandService:
 
     async def _announce_new(self, s: AsyncSession, d: Demand, community: Community) -> None:
         """Secretaries hear of every new demand, with a button to accept it."""
+        def fold(tr: Translator) -> Fold:
+            # Alerts that queue behind one secretary's limit go out as one: 新诉求 5 条：#12 …
+            return Fold(key="new_demand", head=tr("fold_alert_head", n=Html("{n}")),
+                        line=tr("fold_alert_line", number=d.number, category=category_name(tr, d.category),
+                                text=excerpt(d.text, 60)), tag=f"#{d.number}")
+
         await self._alert_about(s, d, community, "alert_new_demand", group_message="alert_new_demand_short",
-                                key=f"d{d.id}:new", with_accept=True)
+                                key=f"d{d.id}:new", with_accept=True, fold=fold)
 
     async def _post_public(self, s: AsyncSession, d: Demand, community: Community) -> None:
         """A form demand the submitter let be shown: its number, category and excerpt (no name) in

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.storage.models import Chat, Community, Outbox, User
-from bot.transport.port import Keyboard
+from bot.storage.models import Chat, ChatMove, Community, Outbox, User
+from bot.transport.port import Fold, Keyboard, OutMessage
 from bot.ui.html import Html, mention
 from bot.ui.i18n import Translator
 
@@ -21,6 +21,18 @@ def locale_of(user: User | None, community: Community | None, default: str) -> s
     if community is not None and community.locale:
         return community.locale
     return default
+
+
+async def current_chat_id(session: AsyncSession, chat_id: int) -> int:
+    """A group that became a supergroup is reached at its new id (followed through every upgrade)."""
+    for _ in range(3):
+        if chat_id > 0:
+            break
+        moved = await session.scalar(select(ChatMove.new_chat_id).where(ChatMove.old_chat_id == chat_id))
+        if moved is None:
+            break
+        chat_id = moved
+    return chat_id
 
 
 async def enqueue(
@@ -36,12 +48,23 @@ async def enqueue(
     ref: str | None = None,
     dedup_key: str | None = None,
     pin: bool = False,
+    document_id: str | None = None,
+    fold: Fold | None = None,
+    fallback: dict[str, object] | None = None,
+    edit_of: int | None = None,
+    coalesce_key: str | None = None,
 ) -> Outbox | None:
-    """Store one message to send. With a dedup_key, a second enqueue of the same key is a no-op."""
+    """Store one message to send. With a dedup_key, a second enqueue of the same key is a no-op.
+
+    `fallback` ({"chat_id", "thread_id", "reply_to", "text"}) is where a private message goes
+    instead if its person has blocked the bot; `edit_of` makes the row an edit of the message
+    another row sent (resolved when it is delivered)."""
     if dedup_key is not None:
         existing = await session.scalar(select(Outbox.id).where(Outbox.dedup_key == dedup_key))
         if existing is not None:
             return None
+    if chat_id < 0:
+        chat_id = await current_chat_id(session, chat_id)
     row = Outbox(
         community_id=community_id,
         chat_id=chat_id,
@@ -50,12 +73,38 @@ async def enqueue(
         text=text,
         keyboard={"rows": keyboard.to_json()} if keyboard else None,
         photo=photo,
+        document_id=document_id,
         ref=ref,
         dedup_key=dedup_key,
         pin=pin,
+        fold=fold.to_json() if fold else None,
+        fallback=fallback,
+        edit_of=edit_of,
+        coalesce_key=coalesce_key,
     )
     session.add(row)
     await session.flush()
+    return row
+
+
+async def enqueue_message(
+    session: AsyncSession, msg: OutMessage, *, community_id: int | None = None, ref: str | None = None,
+    dedup_key: str | None = None,
+) -> Outbox | None:
+    """An OutMessage (a handler's reply) as an outbox row; `outbox.to_out_message` is the reverse.
+
+    Bytes (a generated photo or document) are stored in the row too."""
+    row = await enqueue(
+        session, chat_id=msg.chat_id, text=msg.text, community_id=community_id, thread_id=msg.thread_id,
+        reply_to_message_id=msg.reply_to_message_id, keyboard=msg.keyboard, photo=msg.photo, ref=ref,
+        dedup_key=dedup_key, pin=msg.pin, document_id=msg.document_id, fold=msg.fold,
+        coalesce_key=msg.coalesce_key,
+    )
+    if row is not None:
+        row.edit_message_id = msg.edit_message_id
+        if msg.document is not None:
+            row.document_name, row.document = msg.document.filename, msg.document.data
+        await session.flush()
     return row
 
 
@@ -75,10 +124,16 @@ async def notify_user(
     """Privately when they have started the bot, else a reply that mentions them where it belongs."""
     tr = Translator(locale_of(user, community, default_locale))
     text, keyboard = render(tr)
+    in_group = Html(f"{mention(user.id, user.display_name)} {text}")
     if user.started:
+        # Should they have blocked the bot meanwhile, the outbox sends it to the group instead.
+        fallback = None if fallback_chat_id is None else {
+            "chat_id": fallback_chat_id, "thread_id": fallback_thread_id, "reply_to": fallback_reply_to,
+            "text": str(in_group),
+        }
         return await enqueue(
             session, chat_id=user.id, text=text, keyboard=keyboard, community_id=community.id if community else None,
-            ref=ref, dedup_key=dedup_key,
+            ref=ref, dedup_key=dedup_key, fallback=fallback,
         )
     if fallback_chat_id is None:
         return None
@@ -87,7 +142,7 @@ async def notify_user(
         chat_id=fallback_chat_id,
         thread_id=fallback_thread_id,
         reply_to_message_id=fallback_reply_to,
-        text=Html(f"{mention(user.id, user.display_name)} {text}"),
+        text=in_group,
         keyboard=keyboard,
         community_id=community.id if community else None,
         ref=ref,
@@ -103,15 +158,19 @@ async def alert_secretaries(
     *,
     default_locale: str,
     dedup_key: str | None = None,
+    fold: Callable[[Translator], Fold] | None = None,
 ) -> int:
-    """Privately to each secretary who started the bot; if none has, to the member chat(s)."""
+    """Privately to each secretary who started the bot; if none has, to the member chat(s).
+
+    With `fold`, alerts that queue behind one secretary's limit go out folded into one message."""
     sent = 0
     for user in secretaries:
         if user.started:
             tr = Translator(locale_of(user, community, default_locale))
             text, keyboard = render(tr)
             key = f"{dedup_key}:u{user.id}" if dedup_key else None
-            if await enqueue(session, chat_id=user.id, text=text, keyboard=keyboard, community_id=community.id, dedup_key=key):
+            if await enqueue(session, chat_id=user.id, text=text, keyboard=keyboard, community_id=community.id,
+                             dedup_key=key, fold=fold(tr) if fold else None):
                 sent += 1
     if sent:
         return sent

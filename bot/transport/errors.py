@@ -84,6 +84,22 @@ def kind_of(error: BaseException) -> ErrorKind:
     return ErrorKind.TRANSIENT
 
 
+def kind_of_text(error: str | None) -> ErrorKind:
+    """The kind of a refusal stored as text ("403: Forbidden: bot was kicked ..."), e.g. in the outbox."""
+    text = (error or "").lower()
+    if "upgraded to a supergroup" in text:
+        return ErrorKind.MIGRATED
+    if any(s in text for s in _CHAT_GONE):
+        return ErrorKind.CHAT_GONE
+    if any(s in text for s in _USER_GONE):
+        return ErrorKind.USER_GONE
+    if text.startswith("429"):
+        return ErrorKind.FLOOD
+    if text[:1] == "4":
+        return ErrorKind.REFUSED
+    return ErrorKind.TRANSIENT
+
+
 @dataclass
 class Answer:
     """What one call got back, filled in by the adapter's HTTP layer."""

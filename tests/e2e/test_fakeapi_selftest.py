@@ -276,9 +276,43 @@ async def test_injected_faults(tg: FakeTelegram, http: aiohttp.ClientSession) ->
 async def test_rate_limits_when_enforced(http: aiohttp.ClientSession) -> None:
     async with FakeTelegram(token=TOKEN, enforce_limits=True) as tg:
         group = tg.group("g")
-        codes = [(await call(http, tg, "sendMessage", chat_id=group["id"], text="x"))[0] for _ in range(5)]
-        assert codes[:3] == [200, 200, 200] and codes[3] == 429
+        codes = [(await call(http, tg, "sendMessage", chat_id=group["id"], text="x"))[0] for _ in range(7)]
+        # Sliding windows: five to one chat in any 5 s, then 429 (with the seconds to wait).
+        assert codes[:5] == [200] * 5 and codes[5:] == [429, 429]
         assert tg.throttled and tg.throttled[0].description.startswith("Too Many Requests: retry after")
+        body = (await call(http, tg, "sendMessage", chat_id=group["id"], text="x"))[1]
+        assert 1 <= body["parameters"]["retry_after"] <= 5
+    async with FakeTelegram(token=TOKEN, enforce_limits=True) as tg:
+        # The global window counts every chat: 30 in any second.
+        for i in range(31):
+            tg.private_chat(tg.user(100 + i, f"u{i}"))
+        codes = await asyncio.gather(*(call(http, tg, "sendMessage", chat_id=100 + i, text="y") for i in range(31)))
+        assert sorted(c for c, _ in codes) == [200] * 30 + [429]
+
+
+async def test_migrated_group_answers_400_with_the_new_id(http: aiohttp.ClientSession) -> None:
+    async with FakeTelegram(token=TOKEN) as tg:
+        basic = tg.group("basic", basic=True)
+        admin = tg.user(7, "Admin")
+        new = tg.migrate(basic, admin)
+        status, body = await call(http, tg, "sendMessage", chat_id=basic["id"], text="x")
+        assert status == 400 and body["parameters"] == {"migrate_to_chat_id": new["id"]}
+        assert "upgraded to a supergroup" in body["description"]
+        assert (await call(http, tg, "sendMessage", chat_id=new["id"], text="x"))[0] == 200
+        kinds = [next(k for k in u["message"] if k.startswith("migrate_")) for u in tg.updates]
+        assert kinds == ["migrate_to_chat_id", "migrate_from_chat_id"]
+
+
+async def test_garbled_answers_still_carry_the_call_out(http: aiohttp.ClientSession) -> None:
+    async with FakeTelegram(token=TOKEN) as tg:
+        tg.private_chat(tg.user(1, "Alice"))
+        tg.fail_next("sendMessage", garble="fields")
+        tg.fail_next("sendMessage", garble="text")
+        status, body = await call(http, tg, "sendMessage", chat_id=1, text="a")
+        assert status == 200 and body == {"ok": True, "result": {"message_id": 1}}
+        async with http.post(f"{tg.base_url}/bot{TOKEN}/sendMessage", json={"chat_id": 1, "text": "b"}) as resp:
+            assert resp.status == 200 and await resp.text() == "OK"
+        assert [r.text for r in tg.sent] == ["a", "b"]  # both were delivered
 
 
 async def test_wait_helpers_and_idle(tg: FakeTelegram, http: aiohttp.ClientSession) -> None:

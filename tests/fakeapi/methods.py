@@ -102,6 +102,9 @@ class BotMethods(World):
 
     def _chat_to_write(self, chat_id: int | str) -> dict[str, Any]:
         c = self._chat(chat_id)
+        if c["id"] in self.migrated:
+            raise ApiError(400, "Bad Request: group chat was upgraded to a supergroup chat", kind="refusal",
+                           parameters={"migrate_to_chat_id": self.migrated[c["id"]]})
         if c["type"] == "private":
             if c["id"] in self.blocked:
                 raise forbidden("bot was blocked by the user")

@@ -39,6 +39,9 @@ class Fault:
     description: str | None = None
     retry_after: int | None = None
     drop: bool = False
+    # Carry the call out, then answer 200 with a body the framework cannot read: "fields" drops
+    # the result's fields but message_id (as some emulators do), "text" is not JSON at all.
+    garble: str | None = None
 
 
 @dataclass(slots=True)
@@ -66,11 +69,13 @@ class Rejection:
 
 @dataclass(slots=True)
 class Limits:
-    """Telegram's documented send limits (Bot FAQ)."""
+    """Telegram's send limits (Bot FAQ), each held as a sliding window: a send is refused with 429
+    when the window ending at its arrival already holds `count` sends."""
 
-    global_per_second: int = 30
-    per_chat_burst: int = 3  # token bucket per chat, refilled at one message a second
-    group_per_minute: int = 20
+    global_per_second: int = 30  # in any 1 s, all chats
+    per_chat_count: int = 5  # to one chat, in any per_chat_seconds ("one a second, short bursts")
+    per_chat_seconds: float = 5.0
+    group_per_minute: int = 20  # to one group, in any 60 s
 
 
 _DEFAULT_DESCRIPTIONS = {
@@ -114,8 +119,9 @@ class FakeTelegram(BotMethods):
         self._closing = False
         self._runner: web.AppRunner | None = None
         self._send_times: deque[float] = deque()
-        self._chat_times: dict[int, deque[float]] = {}
-        self._buckets: dict[int, tuple[float, float]] = {}
+        self._chat_times: dict[int, deque[float]] = {}  # per chat, the last per_chat_seconds
+        self._group_times: dict[int, deque[float]] = {}  # per group, the last 60 s
+        self.accepted_sends: list[tuple[float, int]] = []  # (arrival, chat) of every send let through
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,16 +167,20 @@ class FakeTelegram(BotMethods):
         retry_after: int | None = None,
         description: str | None = None,
         drop: bool = False,
+        garble: str | None = None,
         chat_id: int | str | None = None,
         times: int = 1,
     ) -> None:
-        """The next call(s) of `method` (optionally to `chat_id`) fail once each, in order."""
-        if not drop and status is None:
-            raise ValueError("give status=... or drop=True")
+        """The next call(s) of `method` (optionally to `chat_id`) fail once each, in order.
+
+        garble="fields" / "text": the call is carried out but answered 200 with a body the
+        framework cannot read (see Fault)."""
+        if not drop and status is None and garble is None:
+            raise ValueError("give status=..., drop=True or garble=...")
         if status == 429 and retry_after is None:
             retry_after = 1
         for _ in range(times):
-            self.faults.append(Fault(method.lower(), chat_id, status, description, retry_after, drop))
+            self.faults.append(Fault(method.lower(), chat_id, status, description, retry_after, drop, garble))
 
     def _take_fault(self, method: str, raw: dict[str, Any]) -> Fault | None:
         for i, f in enumerate(self.faults):
@@ -234,7 +244,7 @@ class FakeTelegram(BotMethods):
         name = spec_method["name"]
 
         fault = self._take_fault(name, raw)
-        if fault is not None:
+        if fault is not None and fault.garble is None:
             return await self._inject(request, name, raw, fault)
         try:
             checked = validate_call(self.spec, name, raw, files)
@@ -255,6 +265,13 @@ class FakeTelegram(BotMethods):
             target.append(Rejection(name, checked.params, e.description, e.code, e.kind))
             return self._error(e)
         self._record(self.make_record(checked, result))
+        if fault is not None and fault.garble == "text":
+            self.failed_calls.append(FailedCall(name, raw, 200, "garbled answer (not JSON)"))
+            return web.Response(text="OK", status=200, content_type="text/plain")
+        if fault is not None and fault.garble is not None:
+            self.failed_calls.append(FailedCall(name, raw, 200, "garbled answer (fields missing)"))
+            thin = {"message_id": result["message_id"]} if isinstance(result, dict) and "message_id" in result else {}
+            return web.json_response({"ok": True, "result": thin})
         return web.json_response({"ok": True, "result": result})
 
     async def _inject(self, request: web.Request, name: str, raw: dict[str, Any], fault: Fault) -> web.StreamResponse:
@@ -349,32 +366,33 @@ class FakeTelegram(BotMethods):
     # ------------------------------------------------------------------ rate limits
 
     def _throttle(self, c: Checked) -> int:
-        """Seconds to wait if this send breaks a limit (then it is not counted), else 0."""
+        """Seconds to wait if this send breaks a limit (then it is not counted), else 0.
+
+        Every limit is a sliding window over arrival times, as Telegram states them ("20 messages
+        per minute to one group" holds in *every* minute, not on average)."""
         if not (c.method.startswith("send") and c.method != "sendChatAction") or "chat_id" not in c.params:
             return 0
         now = time.monotonic()
         chat_id = c.params["chat_id"]
         key = chat_id if isinstance(chat_id, int) else hash(chat_id)
+        lim = self.limits
+        windows: list[tuple[deque[float], int, float]] = [
+            (self._send_times, lim.global_per_second, 1.0),
+            (self._chat_times.setdefault(key, deque()), lim.per_chat_count, lim.per_chat_seconds),
+        ]
+        if isinstance(chat_id, int) and chat_id < 0:
+            windows.append((self._group_times.setdefault(key, deque()), lim.group_per_minute, 60.0))
         waits = []
-        while self._send_times and now - self._send_times[0] >= 1.0:
-            self._send_times.popleft()
-        if len(self._send_times) >= self.limits.global_per_second:
-            waits.append(1.0 - (now - self._send_times[0]))
-        tokens, stamp = self._buckets.get(key, (float(self.limits.per_chat_burst), now))
-        tokens = min(float(self.limits.per_chat_burst), tokens + (now - stamp))
-        if tokens < 1.0:
-            waits.append(1.0 - tokens)
-        times = self._chat_times.setdefault(key, deque())
-        while times and now - times[0] >= 60.0:
-            times.popleft()
-        if isinstance(chat_id, int) and chat_id < 0 and len(times) >= self.limits.group_per_minute:
-            waits.append(60.0 - (now - times[0]))
+        for times, count, seconds in windows:
+            while times and now - times[0] >= seconds:
+                times.popleft()
+            if len(times) >= count:
+                waits.append(seconds - (now - times[-count]))
         if waits:
-            self._buckets[key] = (tokens, now)
             return max(1, math.ceil(max(waits)))
-        self._buckets[key] = (tokens - 1.0, now)
-        self._send_times.append(now)
-        times.append(now)
+        for times, _, _ in windows:
+            times.append(now)
+        self.accepted_sends.append((now, key))
         return 0
 
     # ------------------------------------------------------------------ waiting in tests

@@ -25,17 +25,22 @@ class ApiError(Exception):
     no: blocked, not a member, no rights), so tests can insist on no rejections.
     """
 
-    def __init__(self, code: int, description: str, *, retry_after: int | None = None, kind: str = "rejection"):
+    def __init__(self, code: int, description: str, *, retry_after: int | None = None, kind: str = "rejection",
+                 parameters: dict[str, Any] | None = None):
         super().__init__(description)
         self.code = code
         self.description = description
         self.retry_after = retry_after
         self.kind = kind
+        self.parameters = dict(parameters or {})
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": False, "error_code": self.code, "description": self.description}
+        params = dict(self.parameters)
         if self.retry_after is not None:
-            body["parameters"] = {"retry_after": self.retry_after}
+            params["retry_after"] = self.retry_after
+        if params:
+            body["parameters"] = params  # ResponseParameters: retry_after, migrate_to_chat_id
         return body
 
 

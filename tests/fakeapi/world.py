@@ -86,6 +86,7 @@ class World:
         self._cb_ids = itertools.count(1)
         self._file_seq = itertools.count(1)
         self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (filename, bytes)
+        self.migrated: dict[int, int] = {}  # basic group -> the supergroup it became
         self._update_event = asyncio.Event()
 
     # ------------------------------------------------------------------ world building
@@ -180,6 +181,29 @@ class World:
         self.blocked.discard(uid)
         if uid in self.chats:
             self._member_update("my_chat_member", uid, self.bot, "member", by=uid)
+
+    def migrate(self, chat: Ref, by: Ref, *, notify: bool = True) -> dict[str, Any]:
+        """A basic group is upgraded to a supergroup: a new id, the same people (and bot).
+
+        Telegram posts `migrate_to_chat_id` in the old group and `migrate_from_chat_id` in the new
+        one; with notify=False those updates are lost (the bot learns it from a 400 later)."""
+        old = self.chats[_id(chat)]
+        if old["type"] != "group":
+            raise ValueError("only a basic group can be upgraded")
+        n = next(self._group_ids)
+        new: dict[str, Any] = {"id": -(1001000000000 + n), "type": "supergroup", "title": old["title"]}
+        self.chats[new["id"]] = new
+        for (cid, uid), status in list(self.status.items()):
+            if cid == old["id"]:
+                self.status[(new["id"], uid)] = status
+        self.migrated[old["id"]] = new["id"]
+        u = self.users[_id(by)]
+        for c, content in ((old, {"migrate_to_chat_id": new["id"]}), (new, {"migrate_from_chat_id": old["id"]})):
+            msg = {"message_id": self._next_mid(c["id"]), "from": u, "chat": c, "date": int(time.time()), **content}
+            self._store(msg)
+            if notify:
+                self._enqueue({"message": msg})
+        return new
 
     # ------------------------------------------------------------------ driving updates
 

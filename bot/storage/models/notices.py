@@ -27,7 +27,8 @@ class Notice(Base):
     # Where the progress message (and then the summary) goes: the chat the command came from.
     reply_chat_id: Mapped[int] = mapped_column(BigInteger)
     reply_thread_id: Mapped[int | None] = mapped_column(BigInteger)
-    locale: Mapped[str] = mapped_column(String(8), default="zh")
+    locale: Mapped[str] = mapped_column(String(8), default="zh")  # of the community: the notice itself
+    reply_locale: Mapped[str] = mapped_column(String(8), default="zh")  # of the secretary: progress, summary
     progress_outbox_id: Mapped[int | None] = mapped_column()
     targets: Mapped[int] = mapped_column(default=0)
     delivered: Mapped[int] = mapped_column(default=0)  # counted up atomically as deliveries end

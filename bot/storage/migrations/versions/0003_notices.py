@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0001
-Create Date: 2026-11-28 21:30:22.952941
+Create Date: 2026-11-28 21:33:05.180950
 """
 from collections.abc import Sequence
 
@@ -39,6 +39,7 @@ def upgrade() -> None:
     sa.Column('reply_chat_id', sa.BigInteger(), nullable=False),
     sa.Column('reply_thread_id', sa.BigInteger(), nullable=True),
     sa.Column('locale', sa.String(length=8), nullable=False),
+    sa.Column('reply_locale', sa.String(length=8), nullable=False),
     sa.Column('progress_outbox_id', sa.Integer(), nullable=True),
     sa.Column('targets', sa.Integer(), nullable=False),
     sa.Column('delivered', sa.Integer(), nullable=False),
