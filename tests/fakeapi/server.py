@@ -109,6 +109,9 @@ class FakeTelegram(BotMethods):
         self.throttled: list[FailedCall] = []  # 429s from enforce_limits
         self.calls: list[tuple[str, dict[str, Any]]] = []  # every request, in order (method, raw params)
         self.faults: list[Fault] = []
+        # Seconds a send* call waits, after it was carried out, before it is answered (a slow
+        # network): widens the window in which a crash leaves a delivered message unmarked.
+        self.answer_delay = 0.0
         self.base_url = ""
         self.port = 0
         self.max_delivered = 0  # highest update_id handed to a live getUpdates
@@ -265,6 +268,8 @@ class FakeTelegram(BotMethods):
             target.append(Rejection(name, checked.params, e.description, e.code, e.kind))
             return self._error(e)
         self._record(self.make_record(checked, result))
+        if self.answer_delay and name.startswith("send"):
+            await asyncio.sleep(self.answer_delay)
         if fault is not None and fault.garble == "text":
             self.failed_calls.append(FailedCall(name, raw, 200, "garbled answer (not JSON)"))
             return web.Response(text="OK", status=200, content_type="text/plain")
