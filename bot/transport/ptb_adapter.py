@@ -178,9 +178,11 @@ class PtbApi:
         )
 
     async def edit_message_keyboard(self, chat_id: int, message_id: int, keyboard: Keyboard | None) -> None:
+        # PTB adds the default parse_mode to this call, a parameter editMessageReplyMarkup does not
+        # have (Telegram ignores it; a strict server refuses it): None drops it again.
         await self._do(
             lambda: self.bot.edit_message_reply_markup(chat_id=chat_id, message_id=message_id,
-                                                       reply_markup=_markup(keyboard))
+                                                       reply_markup=_markup(keyboard), api_kwargs={"parse_mode": None})
         )
 
     async def pin_message(self, chat_id: int, message_id: int) -> None:
