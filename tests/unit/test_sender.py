@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from bot import metrics
 from bot.transport.errors import ErrorKind
 from bot.transport.port import (
+    Accepted,
     Button,
     CallbackAnswer,
     Document,
@@ -491,3 +493,86 @@ async def test_edit_after_a_cancelled_queued_edit_still_goes_out() -> None:
     await first
     assert [c.args["text"] for c in api.of("edit")] == ["v2"]
     assert sender._chats[1].refs == 0
+
+
+# ---- exactness: parts, unreadable answers, lost answers, refusals that say where to go
+
+
+class Parts:
+    """A PartLog that remembers what it was told (the outbox persists the same calls)."""
+
+    def __init__(self, done: list[int | None] | None = None) -> None:
+        self.done: list[int | None] = list(done or [])
+        self.events: list[tuple[str, int, int | None]] = []
+
+    async def sending(self, part: int) -> None:
+        self.events.append(("sending", part, None))
+
+    async def sent(self, part: int, message_id: int | None) -> None:
+        self.events.append(("sent", part, message_id))
+
+
+async def test_each_part_is_marked_in_flight_then_delivered() -> None:
+    api, sender = make()
+    parts = Parts()
+    result = await sender.send(OutMessage(1, "x " * 3000), parts)
+    assert result.ok and len(result.message_ids) == 2
+    assert parts.events == [("sending", 0, None), ("sent", 0, result.message_ids[0]),
+                            ("sending", 1, None), ("sent", 1, result.message_ids[1])]
+
+
+async def test_a_retry_never_sends_a_delivered_part_again() -> None:
+    api, sender = make(replace(FAST, max_attempts=1))
+    api.rules.append(lambda c: TransientError("502") if len(api.calls) == 2 else None)
+    parts = Parts()
+    first = await sender.send(OutMessage(1, "x " * 3000), parts)
+    assert not first.ok and not first.permanent and len(first.message_ids) == 1
+    delivered = [mid for kind, _, mid in parts.events if kind == "sent"]
+    again = Parts(delivered)  # what the outbox row recorded
+    second = await sender.send(OutMessage(1, "x " * 3000), again)
+    assert second.ok and second.message_ids[0] == first.message_ids[0]
+    texts = [c.args["text"] for c in api.of("send_message")]
+    assert len(texts) == 3 and texts[0] != texts[1] == texts[2]  # part 1 once, part 2 twice (it failed once)
+
+
+async def test_an_unreadable_200_is_a_delivery_never_repeated(caplog: pytest.LogCaptureFixture) -> None:
+    api, sender = make()
+    api.fail("send_message", Accepted(None, "ValidationError: chat missing"))
+    parts = Parts()
+    with caplog.at_level(logging.WARNING, logger="linli.sender"):
+        result = await sender.send(OutMessage(1, "hi"), parts)
+    assert result.ok and result.message_ids == [None]
+    assert parts.events == [("sending", 0, None), ("sent", 0, None)]
+    assert len(api.calls) == 1 and "unreadable" in caplog.text
+
+
+async def test_a_lost_answer_is_retried_and_counted_as_a_resend() -> None:
+    api, sender = make()
+    api.fail("send_message", TransientError("ReadTimeout", maybe_sent=True), TransientError("502"))
+    before = metrics.RESENDS._value.get()
+    result = await sender.send(OutMessage(1, "hi"))
+    assert result.ok and len(api.calls) == 3
+    assert metrics.RESENDS._value.get() - before == 1  # only the retry after the lost answer
+
+
+async def test_a_migrated_group_is_reported_with_its_new_id() -> None:
+    api, sender = make()
+    api.fail("send_message", PermanentError(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                                            migrate_to_chat_id=-100777))
+    result = await sender.send(OutMessage(-5, "hi"))
+    assert not result.ok and result.permanent
+    assert (result.kind, result.migrate_to_chat_id) == (ErrorKind.MIGRATED, -100777)
+
+
+async def test_to_one_chat_at_most_the_burst_in_any_window() -> None:
+    api, sender = make(SendLimits(global_per_second=1000, per_chat_per_second=20, per_chat_burst=5))
+    await asyncio.gather(*(sender.send(OutMessage(5, f"{i}")) for i in range(12)))
+    times = [c.at for c in api.calls]
+    assert max_in_window(times, 0.25) <= 5  # 5 in any 5 / 20 s
+    assert times[-1] - times[0] >= 0.5
+
+
+async def test_a_keyboard_only_edit_uses_edit_reply_markup() -> None:
+    api, sender = make()
+    assert (await sender.send(OutMessage(1, "", keyboard=KB, edit_message_id=9))).ok
+    assert [c.method for c in api.calls] == ["edit_keyboard"]
