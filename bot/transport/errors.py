@@ -21,6 +21,7 @@ The framework's own exception is only a fallback for failures no answer was reco
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -108,6 +109,7 @@ class Answer:
     body: Any = None  # the parsed JSON, or the raw text when it was not JSON
     network: Network | None = None
     detail: str = ""
+    at: float | None = None  # time.monotonic() when the answer (or the failure) came, before any parsing
 
 
 _answer: ContextVar[Answer | None] = ContextVar("linli_bot_api_answer", default=None)
@@ -116,7 +118,13 @@ _answer: ContextVar[Answer | None] = ContextVar("linli_bot_api_answer", default=
 @contextmanager
 def recording() -> Iterator[Answer]:
     """Around one Bot API call: the HTTP layer below fills the Answer it finds in the context
-    (a mutable box, so a framework that runs the request in a task of its own still reaches it)."""
+    (a mutable box, so a framework that runs the request in a task of its own still reaches it).
+    Nested (the sender around the adapter), both see the same box, emptied for this call."""
+    box = _answer.get()
+    if box is not None:
+        box.status, box.body, box.network, box.detail, box.at = None, None, None, "", None
+        yield box
+        return
     box = Answer()
     token = _answer.set(box)
     try:
@@ -131,6 +139,7 @@ def note_response(status: int, payload: bytes | str) -> None:
         return
     box.status = status
     box.network = None
+    box.at = time.monotonic()
     try:
         box.body = json.loads(payload)
     except (ValueError, TypeError):
@@ -145,6 +154,7 @@ def note_network(kind: Network, detail: str) -> None:
     box.body = None
     box.network = kind
     box.detail = detail
+    box.at = time.monotonic()
 
 
 def _description(body: Any, status: int) -> str:

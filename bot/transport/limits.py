@@ -58,8 +58,9 @@ Rule = tuple[Hashable, Rate]  # a key (e.g. ("chat", -100123)) and the rate that
 
 
 class Permit(Protocol):
-    def done(self) -> None:
-        """The call was answered (or failed): log it now."""
+    def done(self, at: float | None = None) -> None:
+        """The call was answered (or failed): log it now, or at `at` (the limiter's clock) when the
+        answer came earlier than this is called."""
 
     def cancel(self) -> None:
         """The call was never made: give its places back."""
@@ -89,7 +90,8 @@ class WindowLog:
 
     def _trim(self, now: float) -> None:
         # A call answered at t holds its place until t + seconds (inclusive of the boundary).
-        while self.times and (self.times[0] + self.rate.seconds <= now or len(self.times) > self.rate.count):
+        # (In the form the far end compares in, `now - t >= seconds`, so float rounding agrees.)
+        while self.times and (now - self.times[0] >= self.rate.seconds or len(self.times) > self.rate.count):
             self.times.popleft()
 
     def delay(self, now: float) -> float:
@@ -101,7 +103,7 @@ class WindowLog:
         if self.inflight >= self.rate.count:
             return math.inf
         # The place that frees first: the oldest logged call that keeps the window full.
-        return self.times[used - self.rate.count] + self.rate.seconds - now
+        return max(self.times[used - self.rate.count] + self.rate.seconds - now, 1e-9)
 
     def take(self) -> None:
         self.inflight += 1
@@ -138,10 +140,10 @@ class _LocalPermit:
         self._keys = keys
         self._open = True
 
-    def done(self) -> None:
+    def done(self, at: float | None = None) -> None:
         if self._open:
             self._open = False
-            now = self._owner.clock()
+            now = self._owner.clock() if at is None else min(at, self._owner.clock())
             for key in self._keys:
                 key.log.done(now)
                 self._owner._pump(key)

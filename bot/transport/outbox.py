@@ -73,30 +73,83 @@ def to_out_message(row: Outbox) -> OutMessage:
     )
 
 
-class _RowParts:
-    """The sender's PartLog for one or more rows that go out as one message (a folded one)."""
+def msg_sent(parts: _RowParts) -> bool:
+    return bool(parts.now)
 
-    def __init__(self, worker: OutboxWorker, ids: list[int], done: Sequence[int | None] | None) -> None:
+
+class _GroupCommit:
+    """Writes from many concurrent sends share one transaction ("group commit"): at 30 messages a
+    second each marked in flight, then delivered, then final, separate transactions would queue
+    for SQLite's one writer (holding rate-limit places meanwhile). A write returns once committed."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+        self._pending: list[tuple[Callable[[AsyncSession], Awaitable[None]], asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self, work: Callable[[AsyncSession], Awaitable[None]]) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((work, fut))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush(), name="outbox-commit")
+        await fut
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the writes of this instant join
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with writing(self.sessions) as session:
+                    for work, _ in batch:
+                        await work(session)
+            except Exception:
+                # One bad write must not sink the others: each again, alone.
+                for work, fut in batch:
+                    try:
+                        async with writing(self.sessions) as session:
+                            await work(session)
+                        fut.set_result(None)
+                    except Exception as exc:
+                        fut.set_exception(exc)
+                continue
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+
+class _RowParts:
+    """The sender's PartLog for one or more rows that go out as one message (a folded one).
+
+    The at-least-once window: `sending` commits the mark just before a part's call, and the part
+    is recorded delivered as soon as its answer is in — an earlier part at once, the last one with
+    the row's outcome, which is written right after send() returns (no call in between unless
+    the message is pinned, so a pinned one commits its last part at once too)."""
+
+    def __init__(self, worker: OutboxWorker, ids: list[int], done: Sequence[int | None] | None,
+                 *, pin: bool = False) -> None:
         self._worker = worker
         self._ids = ids
+        self._pin = pin
         self._done: list[int | None] = list(done or [])
-        self._now: list[int | None] = list(self._done)
+        self.now: list[int | None] = list(self._done)
 
     @property
     def done(self) -> Sequence[int | None]:
         return self._done
 
     async def sending(self, part: int) -> None:
-        await self._worker._write(
+        await self._worker._commit(
             update(Outbox).where(Outbox.id.in_(self._ids)).values(inflight_at=self._worker.clock())
         )
 
-    async def sent(self, part: int, message_id: int | None) -> None:
-        self._now.append(message_id)
-        values: dict[str, Any] = {"part_ids": list(self._now), "inflight_at": None}
+    async def sent(self, part: int, message_id: int | None, last: bool = False) -> None:
+        self.now.append(message_id)
+        if last and not self._pin:
+            return  # recorded with the outcome, in the same instant (see _record)
+        values: dict[str, Any] = {"part_ids": list(self.now), "inflight_at": None}
         if part == 0:
             values["message_id"] = message_id
-        await self._worker._write(update(Outbox).where(Outbox.id.in_(self._ids)).values(**values))
+        await self._worker._commit(update(Outbox).where(Outbox.id.in_(self._ids)).values(**values))
 
 
 class OutboxWorker:
@@ -121,6 +174,7 @@ class OutboxWorker:
         self.retry_delay = retry_delay
         self.max_attempts = max_attempts
         self.chat_events: ChatEvents | None = None
+        self._group = _GroupCommit(sessions)
         self._final_hooks: list[FinalHook] = []
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -175,6 +229,14 @@ class OutboxWorker:
     async def _write(self, stmt: Any) -> None:
         async with writing(self.sessions) as session:
             await session.execute(stmt.execution_options(synchronize_session=False))
+
+    async def _commit(self, stmt: Any) -> None:
+        """A mark that must be committed before going on, committed with whatever else is due."""
+
+        async def work(session: AsyncSession) -> None:
+            await session.execute(stmt.execution_options(synchronize_session=False))
+
+        await self._group.run(work)
 
     async def _renew_leases(self) -> None:
         """Rows still in our hands (a long flood wait, a slow chat) keep their claim fresh, so no
@@ -239,27 +301,44 @@ class OutboxWorker:
                 if (first and row.id != heads.get(chat)) or row.id > blocked_from.get(chat, row.id):
                     closed.add(chat)  # an earlier row of this chat is not due yet: the chat waits
                     continue
-                # Conditional UPDATE: only one claimer wins a row.
-                still_claimable = (
-                    Outbox.status == "pending"
-                    if row.status == "pending"
-                    else (Outbox.status == "sending") & (Outbox.claimed_at < stale)
-                )
-                res = await session.execute(
-                    update(Outbox)
-                    .where(Outbox.id == row.id, still_claimable)
-                    .values(status="sending", claimed_at=now)
+                by_chat[chat].append(row)
+            # Conditional UPDATEs, two statements for the lot: only one claimer wins a row.
+            won: set[int] = set()
+            fresh = [r.id for rows in by_chat.values() for r in rows if r.status == "pending"]
+            stale_ids = [r.id for rows in by_chat.values() for r in rows if r.status == "sending"]
+            if fresh:
+                won.update(await session.scalars(
+                    update(Outbox).where(Outbox.id.in_(fresh), Outbox.status == "pending")
+                    .values(status="sending", claimed_at=now).returning(Outbox.id)
                     .execution_options(synchronize_session=False)
-                )
-                if res.rowcount == 1:  # type: ignore[attr-defined]
+                ))
+            if stale_ids:
+                won.update(await session.scalars(
+                    update(Outbox).where(Outbox.id.in_(stale_ids), Outbox.status == "sending", Outbox.claimed_at < stale)
+                    .values(status="sending", claimed_at=now).returning(Outbox.id)
+                    .execution_options(synchronize_session=False)
+                ))
+            claimed: dict[int, list[Outbox]] = {}
+            give_back: list[int] = []
+            for chat, rows in by_chat.items():
+                mine: list[Outbox] = []
+                for n, row in enumerate(rows):
+                    if row.id not in won:  # someone else got there first: leave the rest of the chat to them
+                        give_back += [r.id for r in rows[n + 1 :] if r.id in won]
+                        break
                     if row.status == "sending" and row.inflight_at is not None:
                         # Its instance died with a call in flight: this may be a second copy.
                         metrics.RESENDS.inc()
                         log.warning("outbox row %s to %s was in flight at a crash; sending again", row.id, chat)
-                    by_chat[chat].append(row)
-                else:
-                    closed.add(chat)  # someone else got there first: leave the chat to them
-            return dict(by_chat)
+                    mine.append(row)
+                if mine:
+                    claimed[chat] = mine
+            if give_back:
+                await session.execute(
+                    update(Outbox).where(Outbox.id.in_(give_back)).values(status="pending", claimed_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+            return claimed
 
     # ------------------------------------------------------------------ one chat
 
@@ -330,14 +409,16 @@ class OutboxWorker:
             mid, found = await self._edit_target(row)
             # The message to edit never got an id (it failed, or its answer was unreadable): say it anew.
             msg.edit_message_id = mid if found else None
+        parts = _RowParts(self, [row.id], row.part_ids, pin=row.pin)
         try:
-            result = await self.sender.send(msg, _RowParts(self, [row.id], row.part_ids))
+            result = await self.sender.send(msg, parts)
         except Exception as exc:  # a bug in rendering must not wedge the queue
             log.exception("outbox row %s failed", row.id)
             result = SendResult(False, [], repr(exc)[:500], kind=ErrorKind.TRANSIENT)
-        return await self._record([row], result, rest)
+        return await self._record([row], result, rest, parts)
 
-    async def _record(self, rows: list[Outbox], result: SendResult, rest: list[Outbox]) -> bool:
+    async def _record(self, rows: list[Outbox], result: SendResult, rest: list[Outbox],
+                      parts: _RowParts | None = None) -> bool:
         lead = rows[0]
         now = self.clock()
         error = (result.error or "")[:500]
@@ -346,6 +427,8 @@ class OutboxWorker:
                 "status": "sent", "sent_at": now, "error": None, "inflight_at": None, "pin_error": result.pin_error,
                 "message_id": result.message_ids[0] if result.message_ids else None,
             }
+            if parts is not None and msg_sent(parts):
+                values["part_ids"] = list(parts.now)
             await self._finish(rows, values, lead_id=lead.id if len(rows) > 1 else None)
             return True
         if result.kind is ErrorKind.MIGRATED and result.migrate_to_chat_id is not None:
@@ -409,9 +492,16 @@ class OutboxWorker:
         lead_id: int | None = None,
         before: Callable[[AsyncSession], Awaitable[None]] | None = None,
     ) -> None:
-        """Mark rows final and run the final hooks, in one transaction."""
+        """Mark rows final and run the final hooks, in one transaction. The hooks see the rows as
+        they are now (the values applied to our copies: no query for them)."""
         ids = [r.id for r in rows]
-        async with writing(self.sessions) as session:
+        for r in rows:
+            for k, v in values.items():
+                setattr(r, k, v)
+            if lead_id is not None and r.id != lead_id:
+                r.folded_into = lead_id
+
+        async def work(session: AsyncSession) -> None:
             if before is not None:
                 await before(session)
             await session.execute(
@@ -424,10 +514,12 @@ class OutboxWorker:
                     .execution_options(synchronize_session=False)
                 )
             if self._final_hooks:
-                for row in await session.scalars(select(Outbox).where(Outbox.id.in_(ids))):
+                for row in rows:
                     if row.ref:
                         for hook in self._final_hooks:
                             await hook(session, row)
+
+        await self._group.run(work)
         self._held.difference_update(ids)
 
     async def _chat_gone(self, session: AsyncSession, chat_id: int, error: str) -> None:
@@ -494,15 +586,16 @@ class OutboxWorker:
             return await self._deliver(run[0], queue)
         msg = self._folded(run)
         log.info("folded %s messages to %s into one", len(run), chat_id)
+        parts = _RowParts(self, [r.id for r in run], None)
         try:
-            result = await self.sender.send(msg, _RowParts(self, [r.id for r in run], None))
+            result = await self.sender.send(msg, parts)
         except Exception as exc:
             log.exception("folded send to %s failed", chat_id)
             result = SendResult(False, [], repr(exc)[:500], kind=ErrorKind.TRANSIENT)
         if not result.ok and not result.permanent:
             queue[:0] = run  # all of them retry later, folded again or not
-            return await self._record(run, result, [])
-        return await self._record(run, result, queue)
+            return await self._record(run, result, [], parts)
+        return await self._record(run, result, queue, parts)
 
     async def _answer_privately(self, rows: list[Outbox], queue: list[Outbox]) -> None:
         for r in rows:

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from bot import metrics
-from bot.transport.errors import ErrorKind, kind_of
+from bot.transport.errors import ErrorKind, kind_of, recording
 from bot.transport.limits import LocalLimiter, Rate, RateLimiter, Rule
 from bot.transport.port import (
     Accepted,
@@ -109,8 +110,9 @@ class PartLog(Protocol):
     async def sending(self, part: int) -> None:
         """Part `part` is about to be sent (called after its rate-limit wait, just before the call)."""
 
-    async def sent(self, part: int, message_id: int | None) -> None:
-        """Telegram accepted part `part`."""
+    async def sent(self, part: int, message_id: int | None, last: bool = False) -> None:
+        """Telegram accepted part `part` (`last`: the message's last; the caller learns of it at once
+        anyway, from send()'s result, so it may record that one together with the outcome)."""
 
 
 @dataclass
@@ -166,7 +168,7 @@ class _NoLog:
     async def sending(self, part: int) -> None:
         return None
 
-    async def sent(self, part: int, message_id: int | None) -> None:
+    async def sent(self, part: int, message_id: int | None, last: bool = False) -> None:
         return None
 
 
@@ -185,6 +187,7 @@ class Sender:
         self._clock = clock
         self._sleep = sleep
         self.limiter: RateLimiter = limiter or LocalLimiter()
+        self._gate = asyncio.Semaphore(Rate.per_second(limits.global_per_second).count)
         self._chats: dict[int, _Chat] = {}
         self._edits: dict[tuple[int, object], _EditSlot] = {}
         self._inflight: set[asyncio.Task[SendResult]] = set()
@@ -305,15 +308,30 @@ class Sender:
         floods = 0
         lost = False  # the last attempt's answer was lost: this one may deliver a second copy
         while True:
-            permit = await self.limiter.acquire(chat.rules) if chat is not None else None
+            permit = None
+            local = await self.limiter.acquire(chat.rules[:-1]) if chat is not None else None
             try:
-                if before is not None:
-                    await before()
-                    before = None
-                if lost:
-                    metrics.RESENDS.inc()
-                self.api_calls += 1
-                result = await fn()
+                # At most a window's worth of calls queue for the global window at once, so one
+                # that has been marked in flight (`before`, a database write kept out of the window
+                # itself) waits there a second at most; the mark costs the window no time.
+                async with self._gate if chat is not None else contextlib.nullcontext():
+                    if before is not None:
+                        await before()
+                        before = None
+                    if chat is not None:
+                        permit = await self.limiter.acquire(chat.rules[-1:])
+                    if lost:
+                        metrics.RESENDS.inc()
+                    self.api_calls += 1
+                    with recording() as answer:
+                        try:
+                            result = await fn()
+                        finally:
+                            # Logged when the answer came in, before the framework parsed it.
+                            answered = answer.at if getattr(self.limiter, "clock", None) is time.monotonic else None
+                            for p in (permit, local):
+                                if p is not None:
+                                    p.done(answered)
                 metrics.MESSAGES_SENT.labels(method).inc()
                 return result
             except Accepted:
@@ -328,9 +346,10 @@ class Sender:
                 log.info("flood wait chat=%s method=%s seconds=%s", chat_id, method, exc.seconds,
                          extra={"chat_id": chat_id, "method": method, "retry_after": exc.seconds})
                 metrics.RETRIES.labels("429").inc()
-                if permit is not None:
-                    permit.done()
-                    permit = None
+                for p in (permit, local):
+                    if p is not None:
+                        p.done()
+                permit = local = None
                 # Only this chat waits: other chats' sends keep flowing meanwhile.
                 await self._sleep(exc.seconds + RETRY_AFTER_MARGIN)
             except TransientError as exc:
@@ -343,13 +362,15 @@ class Sender:
                 log.info("retry chat=%s method=%s attempt=%s delay=%.2f error=%s", chat_id, method, attempts,
                          delay, exc, extra={"chat_id": chat_id, "method": method, "attempt": attempts})
                 metrics.RETRIES.labels("answer_lost" if exc.maybe_sent else "transient").inc()
-                if permit is not None:
-                    permit.done()
-                    permit = None
+                for p in (permit, local):
+                    if p is not None:
+                        p.done()
+                permit = local = None
                 await self._sleep(delay)
             finally:
-                if permit is not None:
-                    permit.done()  # logged at the answer's time: see limits.py
+                for p in (permit, local):
+                    if p is not None:
+                        p.done()  # logged at the answer's time: see limits.py
 
     async def _post(
         self,
@@ -516,7 +537,7 @@ class Sender:
             # the two, after Telegram accepted the call, makes a restart send this part again.
             mid = await self._post(chat, cid, method, route, fn, before)
             route.first_fresh = route.first_fresh or k == 0
-            await parts.sent(k, mid)
+            await parts.sent(k, mid, last=k == len(steps) - 1)
 
     async def _pin(self, chat: _Chat, chat_id: int, message_id: int) -> str | None:
         try:

@@ -20,7 +20,7 @@ def most_in_window(times: list[float], seconds: float) -> int:
     times = sorted(times)
     best, j = 0, 0
     for i, t in enumerate(times):
-        while times[j] <= t - seconds:
+        while t - times[j] >= seconds:  # as the fake server (and Telegram, we assume) compares
             j += 1
         best = max(best, i - j + 1)
     return best
@@ -56,7 +56,7 @@ def simulate(rate: Rate, wants: list[float], latencies: list[float], arrive_at: 
 rates = st.builds(Rate, st.integers(1, 30), st.floats(0.05, 60.0))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     rate=rates,
     data=st.lists(st.tuples(st.floats(0, 120), st.floats(0, 3), st.floats(0, 1)), min_size=1, max_size=200),

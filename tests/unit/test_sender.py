@@ -508,7 +508,7 @@ class Parts:
     async def sending(self, part: int) -> None:
         self.events.append(("sending", part, None))
 
-    async def sent(self, part: int, message_id: int | None) -> None:
+    async def sent(self, part: int, message_id: int | None, last: bool = False) -> None:
         self.events.append(("sent", part, message_id))
 
 
