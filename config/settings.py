@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Extra keywords per category for guessing a demand's category, e.g. {"lifts": ["扶梯"]}.
     category_keywords: dict[str, list[str]] = Field(default_factory=dict)
     rating_reask_after: str = "24h"
+    # The sandbox (no BOT_TOKEN, or `main.py --sandbox`): its page's address. It has no login, so it
+    # listens on loopback unless another address is set here explicitly.
+    sandbox_host: str = Field(default="127.0.0.1", min_length=1)
+    sandbox_port: int = Field(default=8080, ge=0, le=65535)
 
     @field_validator("superadmins", mode="before")
     @classmethod
