@@ -72,6 +72,7 @@ class Sandbox:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._saver: asyncio.Task[None] | None = None
         self.started = asyncio.Event()  # the bot runs and the community is ready
+        self._closed = False
 
     @property
     def settings(self) -> Settings:
@@ -126,6 +127,9 @@ class Sandbox:
         self.started.set()
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
