@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.sandbox.entities import HtmlError, parse_html, utf16_len
-from bot.sandbox.world import ADMINS, BOT_ID, ApiError, StoredFile, World, bad
+from bot.sandbox.world import ADMINS, BOT_ID, PRESENT, ApiError, StoredFile, World, bad
 
 log = logging.getLogger("linli.sandbox.api")
 
@@ -80,6 +80,7 @@ class BotApi:
                 "answerCallbackQuery": self.answer_callback,
                 "getChatMember": self.get_chat_member,
                 "getChatAdministrators": self.get_admins,
+                "getChatMemberCount": self.member_count,
                 "getChat": self.get_chat,
                 "getFile": self.get_file,
                 "getWebhookInfo": self.webhook_info,
@@ -386,6 +387,10 @@ class BotApi:
             for (cid, uid), st in self.world.status.items()
             if cid == chat["id"] and st in ADMINS
         ]
+
+    async def member_count(self, p: Params) -> Any:
+        chat = self.world.known_chat(p.get("chat_id"))
+        return sum(1 for (cid, _), st in self.world.status.items() if cid == chat["id"] and st in PRESENT)
 
     async def get_chat(self, p: Params) -> Any:
         chat = self.world.known_chat(p.get("chat_id"))

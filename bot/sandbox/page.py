@@ -29,6 +29,35 @@ MAX_ADVANCE = timedelta(days=30)
 UPLOAD_MAX = 20 * 1024 * 1024  # Telegram's bots may download up to 20 MB
 
 
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def guard(loopback_only: bool) -> Any:
+    """A middleware for the page's routes: no other website may act through a visitor's browser.
+
+    A POST must come from the page itself (its Origin, when the browser sends one, is this server),
+    so a site the visitor opens cannot reset or write into the sandbox. On loopback, the Host must be
+    a loopback name, so a DNS-rebinding site cannot reach the page as a "same origin" either.
+    The Bot API routes (the bot's own calls) pass untouched.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        path = request.path
+        if path == "/" or path.startswith(("/sandbox/", "/static/")):
+            if loopback_only and (request.url.host or "") not in LOOPBACK_NAMES:
+                return _fail(403, "the sandbox answers on its loopback address only")
+            origin = request.headers.get("Origin")
+            if request.method == "POST" and origin is not None and origin != f"{request.scheme}://{request.host}":
+                return _fail(403, "only the sandbox's own page may do this")
+            response = await handler(request)
+            response.headers.setdefault("Cache-Control", "no-cache")  # a new version's page, not a stale one
+            return response
+        return await handler(request)
+
+    return middleware
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 

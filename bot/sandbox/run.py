@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 from collections.abc import Coroutine
@@ -22,7 +23,7 @@ from aiohttp import web
 from bot.sandbox.botapi import BotApi
 from bot.sandbox.clock import OffsetClock
 from bot.sandbox.community import add_cast, add_groups, seed
-from bot.sandbox.page import Page
+from bot.sandbox.page import Page, guard
 from bot.sandbox.world import BOT_ID, FileStore, World
 from config.settings import Settings
 
@@ -94,7 +95,7 @@ class Sandbox:
 
     async def open(self) -> str:
         """Bind the server (page and Bot API); returns the page's address. Fast: nothing else starts."""
-        web_app = web.Application(client_max_size=64 * 1024 * 1024)
+        web_app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[guard(is_loopback(self.host))])
         web_app.add_routes(BotApi(self.world, self.token).routes())
         web_app.add_routes(Page(self).routes())
         self._runner = web.AppRunner(web_app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -210,6 +211,7 @@ class Sandbox:
 
     def _wipe(self) -> None:
         self.world.clear()
+        shutil.rmtree(self.world.files.folder, ignore_errors=True)
         self.clock.offset = timedelta(0)
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)

@@ -269,6 +269,13 @@ async def test_the_page_is_served_without_outside_resources(driver: Driver) -> N
     # Acting needs a person who is in the chat.
     await driver.post("/sandbox/send", {"user_id": RESIDENT, "chat_id": MEMBER_CHAT, "text": "hi"}, status=403)
     await driver.post("/sandbox/send", {"user_id": RESIDENT, "chat_id": RESIDENT_CHAT, "text": "  "}, status=400)
+    # Another website cannot act through the visitor's browser, nor reach the page by another name.
+    async with driver.http.post(driver.base + "/sandbox/reset", json={},
+                                headers={"Origin": "https://evil.example"}) as resp:
+        assert resp.status == 403
+    async with driver.http.get(driver.base + "/sandbox/state", headers={"Host": "evil.example"}) as resp:
+        assert resp.status == 403
+    assert driver.world.phase == "ready"
 
 
 async def test_main_without_a_token_prints_the_address_first(tmp_path: Path) -> None:
