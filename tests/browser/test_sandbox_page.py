@@ -2,8 +2,8 @@
 
 It plays the demand loop as the issue tells it (a resident files in the group, the secretary
 accepts privately and dispatches, the member resolves, the resident taps five stars and sees the
-thanks), moves the clock a day to see the SLA reminder, plays the loop once more in English, and
-resets. On the way it saves the screenshots the user's guides show: into $LINLI_SCREENSHOTS
+thanks), moves the clock a day to see the SLA reminder, resets, and plays it all once more in
+English. On the way it saves the screenshots the user's guides show: into $LINLI_SCREENSHOTS
 (`make screenshots` sets docs/img), else into the test's temporary folder.
 """
 
@@ -212,38 +212,6 @@ def play_everything(page: Page, play: Play, sandbox: Sandbox) -> None:
     play.bot_says("超过受理时限", "#2")
     play.shot("sla.zh")
 
-    # The same loop in English: each person says /lang en; the page's own labels follow a toggle.
-    page.click("#ui-lang")
-    for who in (RESIDENT, SECRETARY, MEMBER):
-        play.act_as(who)
-        play.open_chat(who)
-        play.say("/lang en")
-        play.bot_says("Language set to English")
-    play.act_as(RESIDENT)
-    play.open_chat(RESIDENT_CHAT)
-    play.say("/demand The streetlight by the east gate is out")
-    play.bot_says("#3")
-    play.shot("demand.en")
-    play.act_as(SECRETARY)
-    play.open_chat(SECRETARY)
-    alert = play.bot_says("New demand", "#3")
-    play.press(alert, "Accept")
-    play.bot_says("Accepted by")
-    play.say("/assign 3 @liu_jianguo")
-    play.bot_says("dispatched", "刘建国")
-    play.shot("accept.en")
-    play.act_as(MEMBER)
-    play.open_chat(MEMBER)
-    play.bot_says("dispatched to you", "#3")
-    play.say("/resolve 3 Replaced the lamp")
-    play.act_as(RESIDENT)
-    play.open_chat(RESIDENT)
-    rating = play.bot_says("#3", "Not fixed")
-    play.press(rating, "⭐⭐⭐⭐⭐", exact=True)
-    play.bot_says("Thank you", "#3")
-    play.shot("rate.en")
-    page.click("#ui-lang")
-
     # Reset: a fresh community, the clock back to now.
     page.once("dialog", lambda d: d.accept())
     page.click("#reset")
@@ -256,3 +224,47 @@ def play_everything(page: Page, play: Play, sandbox: Sandbox) -> None:
     play.act_as(SECRETARY)
     play.open_chat(RESIDENT_CHAT)
     play.bot_says("已创建社区")
+
+    # The same loop in English: each person says /lang en; the page's own labels follow a toggle.
+    page.click("#ui-lang")
+    for who in (RESIDENT, SECRETARY, MEMBER):
+        play.act_as(who)
+        play.open_chat(who)
+        play.say("/lang en")
+        play.bot_says("Language set to English")
+    play.act_as(RESIDENT)
+    play.open_chat(RESIDENT_CHAT)
+    play.say("/demand The lift in building 3 is broken")
+    play.bot_says("#1", "lift in building 3")
+    play.shot("demand.en")
+    play.act_as(SECRETARY)
+    play.open_chat(SECRETARY)
+    alert = play.bot_says("New demand", "#1")
+    play.press(alert, "Accept")
+    play.bot_says("Accepted by")
+    play.say("/assign 1 @liu_jianguo")
+    play.bot_says("dispatched", "刘建国")
+    play.shot("accept.en")
+    play.act_as(MEMBER)
+    play.open_chat(MEMBER)
+    play.bot_says("dispatched to you", "#1")
+    play.say("/resolve 1 The lift company fixed it")
+    play.bot_says("resolved")
+    play.shot("resolve.en")
+    play.act_as(RESIDENT)
+    play.open_chat(RESIDENT)
+    rating = play.bot_says("#1", "Not fixed")
+    play.shot("rating.en")
+    play.press(rating, "⭐⭐⭐⭐⭐", exact=True)
+    play.bot_says("Thank you", "#1")
+    play.shot("rate.en")
+    play.open_chat(RESIDENT_CHAT)
+    play.say("/demand The streetlight by the east gate is out")
+    play.bot_says("#2")
+    play.act_as(SECRETARY)
+    play.open_chat(SECRETARY)
+    play.bot_says("New demand", "#2")
+    page.click("#plus-day")
+    play.bot_says("past its accept deadline", "#2")
+    play.shot("sla.en")
+    page.click("#ui-lang")

@@ -453,7 +453,7 @@ function renderChat() {
   const kind = isPrivate(cid) ? "ph_private" : c && /党|member/i.test(c.title) ? "ph_member_group" : "ph_resident_group";
   $("text").placeholder = t(kind);
   markSeen(S.me, cid);
-  box.scrollTop = box.scrollHeight;
+  stickToBottom(true);
 }
 
 function renderPinned() {
@@ -493,9 +493,16 @@ function markAllSeen() {
   for (const p of people()) for (const cid of chatsOf(p)) markSeen(p.id, cid);
 }
 
+// Whether the visitor is reading the newest messages; kept up to date on scroll, so a message that
+// arrives (or an image that loads) keeps the view at the bottom however tall it is.
+let atBottom = true;
+
 function stickToBottom(force) {
   const box = $("messages");
-  if (force || box.scrollHeight - box.scrollTop - box.clientHeight < 160) box.scrollTop = box.scrollHeight;
+  if (force || atBottom) {
+    box.scrollTop = box.scrollHeight;
+    atBottom = true;
+  }
 }
 
 function flash(mid) {
@@ -547,8 +554,10 @@ function upsertMessage(cid, m) {
     const box = $("messages");
     const old = box.querySelector(`[data-mid="${m.message_id}"]`);
     const node = messageNode(m, cid);
-    if (old) old.replaceWith(node);
-    else {
+    if (old) {
+      old.replaceWith(node);
+      stickToBottom();
+    } else {
       const msgs = messagesOf(cid);
       const prev = msgs.length > 1 ? msgs[msgs.length - 2] : null;
       if (!prev || dayOf(prev.date) !== dayOf(m.date)) box.append(el("div", "day", dayOf(m.date)));
@@ -761,6 +770,10 @@ function init() {
     }
   });
   $("text").addEventListener("input", autosize);
+  $("messages").addEventListener("scroll", () => {
+    const box = $("messages");
+    atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  });
   $("file").addEventListener("change", (e) => setFile(e.target.files[0] || null));
   $("reply-cancel").addEventListener("click", () => setReply(null));
   $("attach-cancel").addEventListener("click", () => setFile(null));
