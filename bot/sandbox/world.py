@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -472,8 +473,6 @@ class World:
         """Load a snapshot; False (and nothing changed) if it is not one this version wrote."""
         if data.get("version") != SNAPSHOT_VERSION:
             return False
-        from datetime import timedelta
-
         self.clock.offset = timedelta(seconds=float(data["offset_seconds"]))
         self.users = {u["id"]: u for u in data["users"]}
         self.users[BOT_ID] = self.bot

@@ -25,8 +25,12 @@ import pytest
 from bot.sandbox.community import RESIDENT_CHAT
 from tests.browser.conftest import CHROMIUM_FLAGS
 
-pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
-from playwright.sync_api import BrowserContext, Locator, Page, expect, sync_playwright  # noqa: E402
+try:
+    from playwright.sync_api import BrowserContext, Locator, Page, expect, sync_playwright
+except ImportError:
+    if os.environ.get("LINLI_REQUIRE_BROWSER") == "1":
+        raise
+    pytest.skip("browser test skipped: Playwright for Python is not installed", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETARY, RESIDENT, MEMBER = 1001, 2001, 3001

@@ -600,6 +600,11 @@ async function loadState() {
     return;
   }
   S.loading = false;
+  if (S.state.phase === "resetting") { // (perhaps from another tab) what was read or chosen is gone
+    S.chatOf = {};
+    S.seen = {};
+    S.seenFrom = false;
+  }
   const later = S.buffered.filter((ev) => ev.seq > S.state.seq);
   S.buffered = [];
   if (S.state.ready && !S.seenFrom) {
