@@ -148,7 +148,12 @@ class Sandbox:
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a sandbox control failed", exc_info=task.exception())
 
     async def _start_bot(self) -> None:
         # The bot and its framework take seconds to import (aiogram builds hundreds of models): do it
