@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # Extra keywords per category for guessing a demand's category, e.g. {"lifts": ["扶梯"]}.
     category_keywords: dict[str, list[str]] = Field(default_factory=dict)
     rating_reask_after: str = "24h"
+    # How many seconds a minute of meeting timing lasts: reminder offsets, the check-in window,
+    # a meeting's length and the minutes reminder, all measured from the start. Tests set 1.
+    meeting_minute_seconds: float = Field(default=60.0, gt=0, le=60)
 
     @field_validator("superadmins", mode="before")
     @classmethod
