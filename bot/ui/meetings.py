@@ -60,7 +60,8 @@ def live_line(tr: Translator, counts: Counts) -> Html:
     return line
 
 
-def _head(tr: Translator, m: Meeting, tz: str) -> list[Html]:
+def head_lines(tr: Translator, m: Meeting, tz: str) -> list[Html]:
+    """What, when, where: the first lines of every message about a meeting."""
     lines = [
         tr("mtg_post_head", n=m.number, kind=kind_name(tr, m.kind), title=m.title),
         tr("mtg_post_when", when=when(tr, m.starts_at, tz)),
@@ -72,7 +73,7 @@ def _head(tr: Translator, m: Meeting, tz: str) -> list[Html]:
 
 def post_text(tr: Translator, m: Meeting, tz: str, counts: Counts, *, moved: bool = False) -> Html:
     """The message in the meeting's chat: what, when, where, and `参加 5 · 请假 1`."""
-    lines = _head(tr, m, tz)
+    lines = head_lines(tr, m, tz)
     if m.repeat == "month" and m.repeat_day:
         lines.append(tr("mtg_post_monthly", day=m.repeat_day))
     if m.status == "cancelled":
@@ -98,8 +99,8 @@ def checkin_keyboard(tr: Translator, m: Meeting) -> Keyboard:
 
 
 def reminder_text(tr: Translator, m: Meeting, tz: str, offset: int, counts: Counts | None = None,
-                  mentions: Sequence[UserRow] = ()) -> Html:
-    lines = [tr("mtg_reminder_head", offset=offset_name(tr, offset)), *_head(tr, m, tz)]
+                  mentions: Sequence[UserRow] = (), *, head: list[Html] | None = None) -> Html:
+    lines = [tr("mtg_reminder_head", offset=offset_name(tr, offset)), *(head or head_lines(tr, m, tz))]
     if counts is not None:
         lines.append(live_line(tr, counts))
     if mentions:
@@ -107,8 +108,10 @@ def reminder_text(tr: Translator, m: Meeting, tz: str, offset: int, counts: Coun
     return Html("\n".join(lines))
 
 
-def private_reminder_text(tr: Translator, m: Meeting, tz: str, offset: int, community: str) -> Html:
-    lines = [tr("mtg_reminder_private_head", offset=offset_name(tr, offset), community=community), *_head(tr, m, tz)]
+def private_reminder_text(tr: Translator, m: Meeting, tz: str, offset: int, community: str, *,
+                          head: list[Html] | None = None) -> Html:
+    lines = [tr("mtg_reminder_private_head", offset=offset_name(tr, offset), community=community),
+             *(head or head_lines(tr, m, tz))]
     lines.append(tr("mtg_reminder_private_tail"))
     return Html("\n".join(lines))
 
