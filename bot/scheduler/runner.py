@@ -277,4 +277,5 @@ class JobRunner:
                 return
             due = self.clock() + timedelta(seconds=10 * job.attempts)
             job.due_at = due
+        self._inflight.discard(job_id)  # its run is over: the retry gets a timer now
         self.arm(job_id, due)

@@ -787,3 +787,19 @@ async def test_the_timer_fires_a_job_at_its_time(engine: AsyncEngine) -> None:
     finally:
         await runner.stop()
     assert timedelta(0) <= fired - due < timedelta(seconds=1)
+
+
+async def test_a_failed_job_is_armed_again_for_its_retry(engine: AsyncEngine) -> None:
+    sessions = make_session_factory(engine)
+    clock = ManualClock(datetime.now(UTC))
+    job_id = await new_job(sessions, clock())
+    handler = Counter(fail=True)
+    runner = JobRunner(sessions, clock=clock, sweep_seconds=3600)
+    runner.register("remind", handler)
+    await runner.start()
+    try:
+        await until(lambda: len(handler.runs) == 1 and not runner._running and runner.is_armed(job_id), within=3.0)
+        retry = await load_job(sessions, job_id)
+        assert retry.attempts == 1 and retry.due_at == clock() + timedelta(seconds=10)
+    finally:
+        await runner.stop()
