@@ -10,7 +10,7 @@ stands down, and a reminder never fires twice or after the meeting has begun.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -361,8 +361,8 @@ class MeetingService:
                 keyboard=keyboard, ref=post_ref(m.id), dedup_key=f"m{m.id}:post:c{chat.id}",
             )
 
-    async def _tell(self, s: AsyncSession, m: Meeting, community: Community, render_chat: Any,
-                    render_person: Render, *, key: str) -> None:
+    async def _tell(self, s: AsyncSession, m: Meeting, community: Community,
+                    render_chat: Callable[[Translator, list[User]], str], render_person: Render, *, key: str) -> None:
         """A notice to the meeting's chats and to everyone who answered: privately when they have
         started the bot; the others are named in the chat notice."""
         people = await self._answered(s, m.id, (ATTEND, LEAVE))
@@ -686,13 +686,13 @@ class MeetingService:
         """
         now = self.ctx.clock()
         timing = self.timing
-        meetings = {
-            m.id: m for m in await s.scalars(
-                select(Meeting).where(Meeting.id.in_({j.ref_id for j in jobs})).with_for_update()
-            )
-        }
+        # Plain rows throughout (no ORM objects: a burst reads thousands); the meetings locked, so a
+        # move or cancel in flight waits for this transaction or is seen by it.
+        meetings = {m.id: m for m in (await s.execute(
+            select(*Meeting.__table__.c).where(Meeting.id.in_({j.ref_id for j in jobs})).with_for_update()
+        )).all()}
         out: dict[int, str | None] = {}
-        live: list[tuple[Job, Meeting, int]] = []
+        live: list[tuple[Job, Any, int]] = []
         for job in jobs:
             m = meetings.get(job.ref_id)
             version, offset = _parse_guard(job.guard)
@@ -708,14 +708,17 @@ class MeetingService:
             return out
         ids = {m.id for _, m, _ in live}
         community_ids = {m.community_id for _, m, _ in live}
-        communities = {c.id: c for c in await s.scalars(select(Community).where(Community.id.in_(community_ids)))}
-        chats: dict[tuple[int, str], list[Chat]] = defaultdict(list)
-        for chat in await s.scalars(
-            select(Chat)
+        communities = {c.id: c for c in (await s.execute(
+            select(Community.id, Community.name, Community.timezone, Community.locale)
+            .where(Community.id.in_(community_ids))
+        )).all()}
+        chats: dict[tuple[int, str], list[Any]] = defaultdict(list)
+        for chat in (await s.execute(
+            select(Chat.id, Chat.community_id, Chat.kind, Chat.topic_id)
             .where(Chat.community_id.in_(community_ids), Chat.kind.in_((MEMBER, RESIDENT)), Chat.bot_status != "left")
             .order_by(Chat.id)
-        ):
-            chats[(chat.community_id, chat.kind)].append(chat)  # type: ignore[index]
+        )).all():
+            chats[(chat.community_id, chat.kind)].append(chat)
         # Everyone who answered, in one query of plain rows (no ORM objects: a burst has thousands).
         going: dict[int, list[Person]] = defaultdict(list)
         tally: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from icalendar import Alarm, Calendar, Event
 
 from bot.domain.meetings import Timing
-from bot.storage.models import Meeting
 from bot.storage.models import User as UserRow
 from bot.transport.port import Button, Keyboard
 from bot.ui.dates import format_duration, format_when
@@ -18,6 +18,26 @@ from bot.ui.html import Html, esc, mention
 from bot.ui.i18n import Translator
 
 MENTIONS = 20  # attendees named in a chat reminder (those the bot cannot reach privately)
+
+
+class MeetingLike(Protocol):
+    """A meeting as rendering reads it: the ORM row, or a plain result row of its table."""
+
+    id: int
+    community_id: int
+    number: int
+    kind: str
+    title: str
+    place: str | None
+    starts_at: datetime
+    ends_at: datetime
+    offsets: list[int]
+    repeat: str | None
+    repeat_day: int | None
+    status: str
+    cancel_reason: str | None
+    version: int
+    minutes: str | None
 
 
 @dataclass(frozen=True)
@@ -60,7 +80,7 @@ def live_line(tr: Translator, counts: Counts) -> Html:
     return line
 
 
-def head_lines(tr: Translator, m: Meeting, tz: str) -> list[Html]:
+def head_lines(tr: Translator, m: MeetingLike, tz: str) -> list[Html]:
     """What, when, where: the first lines of every message about a meeting."""
     lines = [
         tr("mtg_post_head", n=m.number, kind=kind_name(tr, m.kind), title=m.title),
@@ -71,7 +91,7 @@ def head_lines(tr: Translator, m: Meeting, tz: str) -> list[Html]:
     return lines
 
 
-def post_text(tr: Translator, m: Meeting, tz: str, counts: Counts, *, moved: bool = False) -> Html:
+def post_text(tr: Translator, m: MeetingLike, tz: str, counts: Counts, *, moved: bool = False) -> Html:
     """The message in the meeting's chat: what, when, where, and `参加 5 · 请假 1`."""
     lines = head_lines(tr, m, tz)
     if m.repeat == "month" and m.repeat_day:
@@ -85,7 +105,7 @@ def post_text(tr: Translator, m: Meeting, tz: str, counts: Counts, *, moved: boo
     return Html("\n".join(lines))
 
 
-def post_keyboard(tr: Translator, m: Meeting) -> Keyboard | None:
+def post_keyboard(tr: Translator, m: MeetingLike) -> Keyboard | None:
     if m.status == "cancelled":
         return None
     return Keyboard.of(
@@ -94,11 +114,11 @@ def post_keyboard(tr: Translator, m: Meeting) -> Keyboard | None:
     )
 
 
-def checkin_keyboard(tr: Translator, m: Meeting) -> Keyboard:
+def checkin_keyboard(tr: Translator, m: MeetingLike) -> Keyboard:
     return Keyboard.of([Button(str(tr("mtg_btn_checkin")), f"mtg:c:{m.id}")])
 
 
-def reminder_text(tr: Translator, m: Meeting, tz: str, offset: int, counts: Counts | None = None,
+def reminder_text(tr: Translator, m: MeetingLike, tz: str, offset: int, counts: Counts | None = None,
                   mentions: Sequence[UserRow] = (), *, head: list[Html] | None = None) -> Html:
     lines = [tr("mtg_reminder_head", offset=offset_name(tr, offset)), *(head or head_lines(tr, m, tz))]
     if counts is not None:
@@ -108,7 +128,7 @@ def reminder_text(tr: Translator, m: Meeting, tz: str, offset: int, counts: Coun
     return Html("\n".join(lines))
 
 
-def private_reminder_text(tr: Translator, m: Meeting, tz: str, offset: int, community: str, *,
+def private_reminder_text(tr: Translator, m: MeetingLike, tz: str, offset: int, community: str, *,
                           head: list[Html] | None = None) -> Html:
     lines = [tr("mtg_reminder_private_head", offset=offset_name(tr, offset), community=community),
              *(head or head_lines(tr, m, tz))]
@@ -116,7 +136,7 @@ def private_reminder_text(tr: Translator, m: Meeting, tz: str, offset: int, comm
     return Html("\n".join(lines))
 
 
-def moved_text(tr: Translator, m: Meeting, tz: str, old: datetime, mentions: Sequence[UserRow] = ()) -> Html:
+def moved_text(tr: Translator, m: MeetingLike, tz: str, old: datetime, mentions: Sequence[UserRow] = ()) -> Html:
     text = tr("mtg_moved", n=m.number, kind=kind_name(tr, m.kind), title=m.title, old=when(tr, old, tz),
               new=when(tr, m.starts_at, tz))
     if mentions:
@@ -124,7 +144,7 @@ def moved_text(tr: Translator, m: Meeting, tz: str, old: datetime, mentions: Seq
     return text
 
 
-def cancelled_text(tr: Translator, m: Meeting, tz: str, mentions: Sequence[UserRow] = ()) -> Html:
+def cancelled_text(tr: Translator, m: MeetingLike, tz: str, mentions: Sequence[UserRow] = ()) -> Html:
     text = tr("mtg_cancelled", n=m.number, kind=kind_name(tr, m.kind), title=m.title,
               when=when(tr, m.starts_at, tz), reason=m.cancel_reason or "-")
     if mentions:
@@ -132,12 +152,12 @@ def cancelled_text(tr: Translator, m: Meeting, tz: str, mentions: Sequence[UserR
     return text
 
 
-def minutes_text(tr: Translator, m: Meeting, tz: str) -> Html:
+def minutes_text(tr: Translator, m: MeetingLike, tz: str) -> Html:
     return tr("mtg_minutes_post", n=m.number, kind=kind_name(tr, m.kind), title=m.title,
               when=when(tr, m.starts_at, tz), text=m.minutes or "")
 
 
-def meeting_line(tr: Translator, m: Meeting, tz: str, counts: Counts) -> Html:
+def meeting_line(tr: Translator, m: MeetingLike, tz: str, counts: Counts) -> Html:
     """One line of /meetings, with the clickable /ics_n."""
     place = tr("mtg_line_place", place=m.place) if m.place else Html("")
     return tr("mtg_line", n=m.number, when=when(tr, m.starts_at, tz), kind=kind_name(tr, m.kind), title=m.title,
@@ -147,7 +167,7 @@ def meeting_line(tr: Translator, m: Meeting, tz: str, counts: Counts) -> Html:
 # ---------------------------------------------------------------- .ics (RFC 5545)
 
 
-def meeting_ics(m: Meeting, *, community: str, tz: str, timing: Timing, now: datetime, host: str = "linli") -> bytes:
+def meeting_ics(m: MeetingLike, *, community: str, tz: str, timing: Timing, now: datetime, host: str = "linli") -> bytes:
     """One VEVENT in the community's timezone (with its VTIMEZONE, never floating), a VALARM for
     each reminder offset, and SEQUENCE following moves so calendars replace the old copy."""
     zone = ZoneInfo(tz)
