@@ -15,6 +15,7 @@ from bot.services.clock import Clock, system_clock
 from bot.services.communities import CommunityService
 from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
+from bot.services.meetings import MeetingService
 from bot.services.people import PeopleService
 from bot.services.roles import AdminCache, Roles
 from bot.storage.db import make_engine, make_session_factory, migrate
@@ -38,6 +39,7 @@ class Services:
     communities: CommunityService
     conversations: ConversationService
     demands: DemandService
+    meetings: MeetingService
     jobs: JobRunner
     outbox: OutboxWorker
     transport: Transport
@@ -86,6 +88,8 @@ class App:
         ctx.wake_jobs = jobs.wake
         demands = DemandService(ctx)
         demands.register_jobs(jobs)
+        meetings = MeetingService(ctx)
+        meetings.register_jobs(jobs)
         self.services = Services(
             settings=settings,
             ctx=ctx,
@@ -95,6 +99,7 @@ class App:
             communities=CommunityService(ctx),
             conversations=ConversationService(ctx),
             demands=demands,
+            meetings=meetings,
             jobs=jobs,
             outbox=outbox,
             transport=self.transport,

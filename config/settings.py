@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # listens on loopback unless another address is set here explicitly.
     sandbox_host: str = Field(default="127.0.0.1", min_length=1)
     sandbox_port: int = Field(default=8080, ge=0, le=65535)
+    # How many seconds a minute of meeting timing lasts: reminder offsets, the check-in window,
+    # a meeting's length and the minutes reminder, all measured from the start. Tests set 1.
+    meeting_minute_seconds: float = Field(default=60.0, gt=0, le=60)
 
     @field_validator("superadmins", mode="before")
     @classmethod

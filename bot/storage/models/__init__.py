@@ -17,6 +17,7 @@ from bot.storage.models.core import (
     User,
 )
 from bot.storage.models.demands import Demand, DemandEvent, DemandFollower
+from bot.storage.models.meetings import Meeting, MeetingAttendee
 
 __all__ = [
     "AuditEntry",
@@ -30,6 +31,8 @@ __all__ = [
     "DemandEvent",
     "DemandFollower",
     "Job",
+    "Meeting",
+    "MeetingAttendee",
     "Outbox",
     "Secretary",
     "UTCDateTime",
