@@ -17,6 +17,7 @@ from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
 from bot.services.people import PeopleService
 from bot.services.roles import AdminCache, Roles
+from bot.services.tasks import TaskService
 from bot.storage.db import make_engine, make_session_factory, migrate
 from bot.transport.base import Transport
 from bot.transport.factory import make_transport
@@ -38,6 +39,7 @@ class Services:
     communities: CommunityService
     conversations: ConversationService
     demands: DemandService
+    tasks: TaskService
     jobs: JobRunner
     outbox: OutboxWorker
     transport: Transport
@@ -86,6 +88,9 @@ class App:
         ctx.wake_jobs = jobs.wake
         demands = DemandService(ctx)
         demands.register_jobs(jobs)
+        tasks = TaskService(ctx, demands)
+        tasks.register_jobs(jobs)
+        tasks.attach_editor(sender.send)  # roster edits: re-rendered from the database, coalesced
         self.services = Services(
             settings=settings,
             ctx=ctx,
@@ -95,6 +100,7 @@ class App:
             communities=CommunityService(ctx),
             conversations=ConversationService(ctx),
             demands=demands,
+            tasks=tasks,
             jobs=jobs,
             outbox=outbox,
             transport=self.transport,
@@ -105,6 +111,7 @@ class App:
         await migrate(self.engine)
         await self.services.outbox.start()
         await self.services.jobs.start()
+        await self.services.tasks.start()
         await self.transport.start(self.dispatcher.on_event)
         log.info("Linli is running on %s", self.settings.bot_framework)
 
@@ -112,6 +119,7 @@ class App:
         # Finish what is in hand before the HTTP session closes: timers, handlers, deliveries.
         await self.services.jobs.stop()
         await self.dispatcher.stop()
+        await self.services.tasks.stop()
         await self.services.outbox.stop()
         await self.services.sender.close()
         await self.transport.stop()

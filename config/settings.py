@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # Extra keywords per category for guessing a demand's category, e.g. {"lifts": ["扶梯"]}.
     category_keywords: dict[str, list[str]] = Field(default_factory=dict)
     rating_reask_after: str = "24h"
+    # Volunteer tasks: when claimers are reminded, before the task's time (comma-separated delays).
+    task_remind_before: str = "24h,1h"
 
     @field_validator("superadmins", mode="before")
     @classmethod
@@ -126,6 +128,12 @@ class Settings(BaseSettings):
         parse_duration(v)
         return v
 
+    @field_validator("task_remind_before")
+    @classmethod
+    def _offsets(cls, v: str) -> str:
+        parse_durations(v)
+        return v
+
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -157,6 +165,14 @@ def parse_duration(text: str) -> Any:
     if amount <= 0:
         raise ValueError(f"duration must be positive: {text!r}")
     return timedelta(**{units[text[-1]]: amount})
+
+
+def parse_durations(text: str) -> list[Any]:
+    """'24h,1h' -> [24 hours, 1 hour]: several delays, e.g. reminder offsets."""
+    parts = [p for p in text.replace("，", ",").split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"no durations in {text!r}; e.g. 24h,1h")
+    return [parse_duration(p) for p in parts]
 
 
 class SettingsError(Exception):

@@ -6,9 +6,9 @@ from bot.handlers.base import Router
 
 
 def build_router() -> Router:
-    from bot.handlers import core, demands, setup
+    from bot.handlers import core, demands, setup, tasks
 
     root = Router()
-    for module in (core, setup, demands):
+    for module in (core, setup, demands, tasks):
         root.include(module.router)
     return root

@@ -17,6 +17,7 @@ from bot.storage.models.core import (
     User,
 )
 from bot.storage.models.demands import Demand, DemandEvent, DemandFollower
+from bot.storage.models.tasks import Task, TaskClaim, TaskPost, VolunteerSkill
 
 __all__ = [
     "AuditEntry",
@@ -32,7 +33,11 @@ __all__ = [
     "Job",
     "Outbox",
     "Secretary",
+    "Task",
+    "TaskClaim",
+    "TaskPost",
     "UTCDateTime",
     "User",
+    "VolunteerSkill",
     "utcnow",
 ]
