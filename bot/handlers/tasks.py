@@ -94,7 +94,7 @@ async def _claim_number(ctx: Context, n: int) -> None:
     _not_in_resident_chat(ctx, "err_task_claim_where")
     svc = ctx.services.tasks
     task_id = await svc.task_id_for(await community_id(ctx), n)
-    result = await svc.claim(actor_id=ctx.event.user.id, task_id=task_id)
+    result = await svc.claim(actor_id=ctx.event.user.id, task_id=task_id, order=ctx.event.update_id)
     ctx.reply(_claim_text(ctx, result), quote=ctx.event.chat.is_group)
 
 
@@ -120,7 +120,10 @@ async def unclaim(ctx: Context) -> None:
     ctx.reply(_unclaim_text(ctx, result), quote=ctx.event.chat.is_group)
 
 
-@router.callback("task")
+# Presses of one task's buttons are handled side by side, not queued behind each other in the
+# chat, so the service can take a burst of them in a few transactions (press order is kept by
+# update_id); every press still gets exactly one answer.
+@router.callback("task", parallel=True)
 async def task_button(ctx: Context) -> None:
     """`task:c:<id>` claims, `task:u:<id>` unclaims; the answer says what happened."""
     parts = (ctx.event.callback_data or "").split(":")
@@ -130,7 +133,8 @@ async def task_button(ctx: Context) -> None:
     svc = ctx.services.tasks
     task_id = int(parts[2])
     if parts[1] == "c":
-        text = _claim_text(ctx, await svc.claim(actor_id=ctx.event.user.id, task_id=task_id))
+        text = _claim_text(ctx, await svc.claim(actor_id=ctx.event.user.id, task_id=task_id,
+                                                order=ctx.event.update_id))
     else:
         text = _unclaim_text(ctx, await svc.unclaim(actor_id=ctx.event.user.id, task_id=task_id))
     ctx.answer(str(text))

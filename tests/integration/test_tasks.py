@@ -99,7 +99,7 @@ async def build(engine: AsyncEngine, **settings: Any) -> Setup:
     ctx = make_context(engine, book, clock, **settings)
     demands = DemandService(ctx)
     w = World(ctx, book, PeopleService(ctx), CommunityService(ctx), demands)
-    tasks = TaskService(ctx, demands)
+    tasks = TaskService(ctx, demands, batch_claims=False)  # each claim its own transaction
     runner = JobRunner(ctx.sessions, clock=clock)
     demands.register_jobs(runner)
     tasks.register_jobs(runner)
@@ -272,7 +272,7 @@ async def test_cancelled_confirmed_and_past_tasks_cannot_be_claimed(su: Setup) -
 
 
 async def _claim_all(tasks: list[TaskService], task_id: int, users: list[int]) -> list[Any]:
-    return await asyncio.gather(*(tasks[i % len(tasks)].claim(actor_id=uid, task_id=task_id)
+    return await asyncio.gather(*(tasks[i % len(tasks)].claim(actor_id=uid, task_id=task_id, order=i)
                                   for i, uid in enumerate(users)))
 
 
@@ -298,10 +298,17 @@ async def _assert_exact(su: Setup, task: Task, claimers: int, waiting: int) -> N
     assert len({c.user_id for c in claims}) == len(claims)
 
 
-async def test_200_concurrent_claims_on_10_slots_are_exact(su: Setup) -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["separate-sessions", "batched"])
+async def test_200_concurrent_claims_on_10_slots_are_exact(su: Setup, batched: bool) -> None:
+    """Unbatched, each claim is its own session and transaction, all at once: the database alone
+    keeps the count. Batched (as the bot runs), presses share transactions in press order."""
+    su.tasks.batch_claims = batched
     t = await su.announce(f"社区义诊 | {SAT} | 10 | 5")
     users = await _many_members(su, 200)
     results = await _claim_all([su.tasks], t.id, users)
+    if batched:  # the waitlist is in press order
+        waits = [c for c in await su.claims(t) if c.status == "waiting"]
+        assert [c.user_id for c in sorted(waits, key=lambda c: c.seq)] == users[10:]
     assert sum(r.outcome == "claimed" for r in results) == 10
     assert sorted(r.position for r in results if r.outcome == "waiting") == list(range(1, 191))
     await _assert_exact(su, t, 10, 190)
@@ -332,7 +339,7 @@ async def test_two_instances_on_postgresql_claim_exactly(engine: AsyncEngine) ->
     assert PG_URL is not None
     second = make_engine(PG_URL)
     try:
-        other = TaskService(make_context(second, su.w.book, su.clock))
+        other = TaskService(make_context(second, su.w.book, su.clock), batch_claims=False)
         results = await _claim_all([su.tasks, other], t.id, users)
     finally:
         await second.dispose()
