@@ -273,3 +273,31 @@ async def test_bad_task_input_gets_a_clear_reply_and_changes_nothing(tg: FakeTel
         # The presser became a member by speaking there; nothing about the tasks changed.
         assert await counts(bot) == before
     assert tg.unanswered_callbacks() == []
+
+
+async def test_forget_takes_the_name_off_the_roster_and_mydata_has_the_claims(tg: FakeTelegram,
+                                                                              bot: BotUnderTest) -> None:
+    w = await community(tg, bot)
+    sec, mem = w["sec"], w["mem"]
+    people = members(tg, 3)
+    for u in people:
+        tg.send(u, tg.private_chat(u), "/start")
+    await bot.settle()
+    post = await announce(tg, sec, mem, f"清理楼道杂物 | {WHEN} | 2 | 10")
+    await answered(tg, [tg.click(u, post, "认领") for u in people])
+    await settle(bot)
+    assert "已认领 2/2: 队员0, 队员1" in tg.current(post)["text"]
+
+    since = tg.mark()
+    tg.send(people[0], tg.private_chat(people[0]), "/mydata")
+    doc = await tg.wait_for(lambda r: r.method == "sendDocument" and r.chat_id == people[0]["id"], since=since)
+    assert b'"task_title": "\xe6\xb8\x85\xe7\x90\x86\xe6\xa5\xbc\xe9\x81\x93\xe6\x9d\x82\xe7\x89\xa9"' in (doc.document_bytes or b"")
+
+    since = tg.mark()
+    tg.send(people[0], tg.private_chat(people[0]), "/forget")
+    confirm = await tg.wait_text(people[0]["id"], "确定要删除", since=since)
+    tg.click(people[0], confirm.message, "确认删除")
+    await tg.wait_text(people[2]["id"], "候补递补", since=since)  # their place went to the first in line
+    await settle(bot)
+    shown = tg.current(post)["text"]
+    assert "队员0" not in shown and "已认领 2/2: 队员1, 队员2" in shown
