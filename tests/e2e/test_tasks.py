@@ -94,7 +94,7 @@ async def test_five_press_claim_at_once_on_a_two_slot_task(tg: FakeTelegram, bot
     texts = await answered(tg, queries)
     assert all("认领成功" in t for t in texts[:2]), texts
     assert [t for t in texts[2:]] and all("候补第" in t for t in texts[2:])
-    assert ["候补第 1 位" in texts[2], "候补第 2 位" in texts[3], "候补第 3 位" in texts[4]] == [True] * 3
+    assert ["已在候补第 1 位" in texts[2], "已在候补第 2 位" in texts[3], "已在候补第 3 位" in texts[4]] == [True] * 3
     await settle(bot)
     ids = [u["id"] for u in people]
     assert await claims(bot) == [(ids[0], "claimed"), (ids[1], "claimed"), (ids[2], "waiting"),
@@ -105,7 +105,7 @@ async def test_five_press_claim_at_once_on_a_two_slot_task(tg: FakeTelegram, bot
     # A claimer's second press claims nothing twice.
     before = await counts(bot)
     [again] = await answered(tg, [tg.click(people[0], post, "认领")])
-    assert "已经认领过" in again
+    assert "已经认领过了" in again
     await settle(bot)
     assert await claims(bot) == [(ids[0], "claimed"), (ids[1], "claimed"), (ids[2], "waiting"),
                                  (ids[3], "waiting"), (ids[4], "waiting")]
@@ -176,7 +176,7 @@ async def test_commands_report_confirm_points_and_cancel(tg: FakeTelegram, bot: 
     note = await tg.wait_text(helper["id"], "已取消", since=since)
     assert "天气原因" in note.text
     [late] = await answered(tg, [tg.click(mem_user, tg.current(post2), "认领")])
-    assert "已取消" in late
+    assert "任务已取消" in late
     await settle(bot)
     assert "已取消" in tg.current(post2)["text"]
     assert tg.unanswered_callbacks() == []
