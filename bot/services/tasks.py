@@ -10,9 +10,8 @@ latest state.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,13 +49,14 @@ from bot.services.errors import Denied, NotFound, UserError
 from bot.services.notify import alert_secretaries, enqueue, notify_user
 from bot.services.personal import row_dict
 from bot.services.roles import PRESENT, secretary_users
+from bot.services.task_batches import ClaimBatcher
+from bot.services.task_roster import Editor, RosterRefresher
 from bot.storage.models import (
     Chat,
     ChatMember,
     Community,
     Demand,
     Job,
-    Outbox,
     Task,
     TaskClaim,
     TaskPost,
@@ -64,7 +64,7 @@ from bot.storage.models import (
     VolunteerSkill,
 )
 from bot.storage.sequences import next_number
-from bot.transport.port import Keyboard, OutMessage
+from bot.transport.port import Keyboard
 from bot.ui.dates import format_when
 from bot.ui.i18n import Translator
 from bot.ui.tasks import Roster, digest, hours, task_post, when_text
@@ -78,7 +78,6 @@ LEADERBOARD_TOP = 10
 PERIODS = ("month", "year", "all")
 
 Render = Callable[[Translator], tuple[str, Keyboard | None]]
-Editor = Callable[[OutMessage], Awaitable[object]]
 
 
 def _guard(when: datetime) -> str:
@@ -322,8 +321,8 @@ class TaskService:
             raise UserError("err_task_no_member_chat")
         task = Task(
             community_id=community.id, number=await next_number(s, community.id, "task"), title=draft.title,
-            starts_at=draft.when.starts_at.astimezone(UTC), minutes=draft.when.minutes, slots=draft.slots, points=draft.points,
-            place=draft.place, skill=draft.skill, demand_id=demand_id, created_by=actor_id,
+            starts_at=draft.when.starts_at.astimezone(UTC), minutes=draft.when.minutes, slots=draft.slots,
+            points=draft.points, place=draft.place, skill=draft.skill, demand_id=demand_id, created_by=actor_id,
             created_at=self.ctx.clock(),
         )
         s.add(task)
@@ -876,152 +875,3 @@ class TaskService:
 def _name(first: str | None, last: str | None, username: str | None, user_id: int) -> str:
     name = " ".join(p for p in (first, last) if p)
     return name or (f"@{username}" if username else str(user_id))
-
-
-class RosterRefresher:
-    """Keeps each posted task message showing its roster, with as few edits as a burst allows.
-
-    `touch(task)` marks it dirty; one worker per task re-renders the post from the database and
-    sends an edit only if the text changed, then waits for that edit to go out (the sender's
-    per-chat limits pace it). Touches that arrive meanwhile collapse into the next render, so
-    1,000 presses make a few edits, the last one showing the final state, never a repeat of
-    what the message already shows ("message is not modified").
-    """
-
-    def __init__(self, service: TaskService) -> None:
-        self.service = service
-        self.editor: Editor | None = None
-        self._dirty: set[int] = set()
-        self._workers: dict[int, asyncio.Task[None]] = {}
-        self.edits = 0
-
-    def touch(self, task_id: int) -> None:
-        if self.editor is None:
-            return
-        self._dirty.add(task_id)
-        if task_id not in self._workers:
-            self._workers[task_id] = asyncio.get_running_loop().create_task(self._work(task_id),
-                                                                           name=f"roster-{task_id}")
-
-    async def idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._workers and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        await self.idle()
-
-    async def _work(self, task_id: int) -> None:
-        retry = False
-        try:
-            while task_id in self._dirty:
-                self._dirty.discard(task_id)
-                edits, retry = await self._prepare(task_id)
-                for msg in edits:
-                    assert self.editor is not None
-                    self.edits += 1
-                    await self.editor(msg)
-        except Exception:
-            log.exception("roster refresh of task %s failed", task_id)
-        finally:
-            del self._workers[task_id]
-            if retry:  # a post still on its way out: look again shortly
-                asyncio.get_running_loop().call_later(1.0, self.touch, task_id)
-            elif task_id in self._dirty:
-                self.touch(task_id)
-
-    async def _prepare(self, task_id: int) -> tuple[list[OutMessage], bool]:
-        svc = self.service
-        edits: list[OutMessage] = []
-        retry = False
-        async with svc.ctx.tx() as s:
-            task = await s.get(Task, task_id)
-            if task is None:
-                return [], False
-            community = await s.get(Community, task.community_id)
-            tz = community.timezone if community else "Asia/Shanghai"
-            posts = list(await s.scalars(select(TaskPost).where(TaskPost.task_id == task_id)))
-            rendered: dict[str, tuple[str, Keyboard]] = {}
-            for post in posts:
-                if post.locale not in rendered:
-                    rendered[post.locale] = await svc.render_post(s, task, post.locale, tz)
-                text, keyboard = rendered[post.locale]
-                shown = digest(text, keyboard)
-                if shown == post.shown:
-                    continue
-                mid = post.message_id
-                if mid is None and post.outbox_id is not None:
-                    row = await s.get(Outbox, post.outbox_id)
-                    if row is not None and row.status == "pending":
-                        # Not sent yet: it goes out with the current roster instead.
-                        res = await s.execute(
-                            update(Outbox).where(Outbox.id == row.id, Outbox.status == "pending")
-                            .values(text=text, keyboard={"rows": keyboard.to_json()})
-                            .execution_options(synchronize_session=False)
-                        )
-                        if res.rowcount == 1:  # type: ignore[attr-defined]
-                            post.shown = shown
-                            continue
-                    mid = row.message_id if row is not None else None
-                if mid is None:
-                    retry = True
-                    continue
-                # The instance that moves `shown` from what it read is the one that sends the edit.
-                res = await s.execute(
-                    update(TaskPost).where(TaskPost.id == post.id, TaskPost.shown == post.shown)
-                    .values(shown=shown, message_id=mid).execution_options(synchronize_session=False)
-                )
-                if res.rowcount == 1:  # type: ignore[attr-defined]
-                    edits.append(OutMessage(chat_id=post.chat_id, text=text, keyboard=keyboard,
-                                            edit_message_id=mid, coalesce_key=f"task:{task_id}:{post.chat_id}"))
-        return edits, retry
-
-
-class ClaimBatcher:
-    """Group commit for presses of one task: while a task's transaction runs, the presses that
-    arrive wait together and go into the next one, in press order. A burst of 1,000 presses costs
-    a few dozen transactions instead of 1,000, which is what lets every press be answered within
-    seconds; exactness does not depend on it (the database enforces it per transaction)."""
-
-    MAX_BATCH = 500
-
-    def __init__(self, service: TaskService) -> None:
-        self.service = service
-        self._pending: dict[int, list[tuple[int, int, int, asyncio.Future[ClaimResult]]]] = {}
-        self._workers: dict[int, asyncio.Task[None]] = {}
-        self._arrivals = 0
-
-    async def submit(self, task_id: int, actor_id: int, order: int | None) -> ClaimResult:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[ClaimResult] = loop.create_future()
-        self._arrivals += 1
-        self._pending.setdefault(task_id, []).append((order or 0, self._arrivals, actor_id, fut))
-        if task_id not in self._workers:
-            self._workers[task_id] = loop.create_task(self._run(task_id), name=f"claims-{task_id}")
-        return await asyncio.shield(fut)
-
-    async def _run(self, task_id: int) -> None:
-        try:
-            while self._pending.get(task_id):
-                waiting = sorted(self._pending.pop(task_id), key=lambda p: (p[0], p[1]))
-                for i in range(0, len(waiting), self.MAX_BATCH):
-                    chunk = waiting[i:i + self.MAX_BATCH]
-                    try:
-                        results = await self.service._claim_batch(task_id, [(uid, order) for order, _, uid, _ in chunk])
-                    except Exception as exc:  # the whole batch: task closed, begun, gone, or a fault
-                        for *_, fut in chunk:
-                            if not fut.done():
-                                fut.set_exception(exc)
-                        continue
-                    for (*_, fut), result in zip(chunk, results, strict=True):
-                        if fut.done():
-                            continue
-                        if isinstance(result, BaseException):
-                            fut.set_exception(result)
-                        else:
-                            fut.set_result(result)
-        finally:
-            del self._workers[task_id]
-            if self._pending.get(task_id):
-                self._workers[task_id] = asyncio.get_running_loop().create_task(self._run(task_id))
