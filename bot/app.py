@@ -18,6 +18,7 @@ from bot.services.demands import DemandService
 from bot.services.meetings import MeetingService
 from bot.services.people import PeopleService
 from bot.services.roles import AdminCache, Roles
+from bot.services.tasks import TaskService
 from bot.storage.db import make_engine, make_session_factory, migrate
 from bot.transport.base import Transport
 from bot.transport.factory import make_transport
@@ -40,6 +41,7 @@ class Services:
     conversations: ConversationService
     demands: DemandService
     meetings: MeetingService
+    tasks: TaskService
     jobs: JobRunner
     outbox: OutboxWorker
     transport: Transport
@@ -90,6 +92,9 @@ class App:
         demands.register_jobs(jobs)
         meetings = MeetingService(ctx)
         meetings.register_jobs(jobs)
+        tasks = TaskService(ctx, demands)
+        tasks.register_jobs(jobs)
+        tasks.attach_editor(sender.send)  # roster edits: re-rendered from the database, coalesced
         self.services = Services(
             settings=settings,
             ctx=ctx,
@@ -100,6 +105,7 @@ class App:
             conversations=ConversationService(ctx),
             demands=demands,
             meetings=meetings,
+            tasks=tasks,
             jobs=jobs,
             outbox=outbox,
             transport=self.transport,
@@ -110,6 +116,7 @@ class App:
         await migrate(self.engine)
         await self.services.outbox.start()
         await self.services.jobs.start()
+        await self.services.tasks.start()
         await self.transport.start(self.dispatcher.on_event)
         log.info("Linli is running on %s", self.settings.bot_framework)
 
@@ -117,6 +124,7 @@ class App:
         # Finish what is in hand before the HTTP session closes: timers, handlers, deliveries.
         await self.services.jobs.stop()
         await self.dispatcher.stop()
+        await self.services.tasks.stop()
         await self.services.outbox.stop()
         await self.services.sender.close()
         await self.transport.stop()

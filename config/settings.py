@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # How many seconds a minute of meeting timing lasts: reminder offsets, the check-in window,
     # a meeting's length and the minutes reminder, all measured from the start. Tests set 1.
     meeting_minute_seconds: float = Field(default=60.0, gt=0, le=60)
+    # Volunteer tasks: when claimers are reminded, before the task's time (comma-separated delays).
+    task_remind_before: str = "24h,1h"
 
     @field_validator("superadmins", mode="before")
     @classmethod
@@ -133,6 +135,12 @@ class Settings(BaseSettings):
         parse_duration(v)
         return v
 
+    @field_validator("task_remind_before")
+    @classmethod
+    def _offsets(cls, v: str) -> str:
+        parse_durations(v)
+        return v
+
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -164,6 +172,14 @@ def parse_duration(text: str) -> Any:
     if amount <= 0:
         raise ValueError(f"duration must be positive: {text!r}")
     return timedelta(**{units[text[-1]]: amount})
+
+
+def parse_durations(text: str) -> list[Any]:
+    """'24h,1h' -> [24 hours, 1 hour]: several delays, e.g. reminder offsets."""
+    parts = [p for p in text.replace("，", ",").split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"no durations in {text!r}; e.g. 24h,1h")
+    return [parse_duration(p) for p in parts]
 
 
 class SettingsError(Exception):

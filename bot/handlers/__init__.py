@@ -6,9 +6,9 @@ from bot.handlers.base import Router
 
 
 def build_router() -> Router:
-    from bot.handlers import core, demands, meetings, setup
+    from bot.handlers import core, demands, meetings, setup, tasks
 
     root = Router()
-    for module in (core, setup, demands, meetings):
+    for module in (core, setup, demands, tasks, meetings):
         root.include(module.router)
     return root

@@ -760,3 +760,33 @@ class DemandService:
                 yield s
         except StaleDataError:
             raise UserError("err_demand_conflict") from None
+
+    # ------------------------------------------------------------------ inside another service's unit of work
+
+    async def accept_in(self, s: AsyncSession, d: Demand, actor_id: int, note: str | None = None) -> None:
+        """Accept `d` inside a transaction the caller holds (e.g. /totask); a no-op unless new or reopened."""
+        if d.state not in (State.NEW, State.REOPENED):
+            return
+        community = await self._community(s, d.community_id)
+        before = d.state
+        d.state = self._move(d, Action.ACCEPT)
+        d.accepted_at = d.accepted_at or self.ctx.clock()
+        key = await self._log(s, d, actor_id, Action.ACCEPT, before, note)
+        await self._tell_people(s, d, community, _text("note_accepted", n=d.number), key=key)
+
+    async def resolve_in(self, s: AsyncSession, d: Demand, actor_id: int | None, note: str,
+                         photo: str | None = None) -> None:
+        """办结 inside a transaction the caller holds (a confirmed task resolves its demand): the same
+        steps as resolve() — timeline, rating buttons to the submitter, the re-ask timer. A second
+        transaction would wait for the caller's own lock on SQLite."""
+        community = await self._community(s, d.community_id)
+        before = d.state
+        d.state = self._move(d, Action.RESOLVE)
+        now = self.ctx.clock()
+        d.accepted_at = d.accepted_at or now
+        d.resolved_at = now
+        d.resolution_note = note[:MAX_NOTE]
+        d.resolution_photo = photo
+        key = await self._log(s, d, actor_id, Action.RESOLVE, before, d.resolution_note)
+        await self._ask_rating(s, d, community, key=key)
+        await add_job(s, JOB_REASK, d.id, now + parse_duration(self.ctx.settings.rating_reask_after), _guard(now))

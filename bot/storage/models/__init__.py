@@ -18,6 +18,7 @@ from bot.storage.models.core import (
 )
 from bot.storage.models.demands import Demand, DemandEvent, DemandFollower
 from bot.storage.models.meetings import Meeting, MeetingAttendee
+from bot.storage.models.tasks import Task, TaskClaim, TaskPost, VolunteerSkill
 
 __all__ = [
     "AuditEntry",
@@ -35,7 +36,11 @@ __all__ = [
     "MeetingAttendee",
     "Outbox",
     "Secretary",
+    "Task",
+    "TaskClaim",
+    "TaskPost",
     "UTCDateTime",
     "User",
+    "VolunteerSkill",
     "utcnow",
 ]
