@@ -16,6 +16,7 @@ from bot.services.communities import CommunityService
 from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
 from bot.services.people import PeopleService
+from bot.services.retention import RetentionService
 from bot.services.roles import AdminCache, Roles
 from bot.storage.db import make_engine, make_session_factory, migrate
 from bot.transport.base import Transport
@@ -38,6 +39,7 @@ class Services:
     communities: CommunityService
     conversations: ConversationService
     demands: DemandService
+    retention: RetentionService
     jobs: JobRunner
     outbox: OutboxWorker
     transport: Transport
@@ -86,6 +88,8 @@ class App:
         ctx.wake_jobs = jobs.wake
         demands = DemandService(ctx)
         demands.register_jobs(jobs)
+        retention = RetentionService(ctx)
+        retention.register_jobs(jobs)
         self.services = Services(
             settings=settings,
             ctx=ctx,
@@ -95,6 +99,7 @@ class App:
             communities=CommunityService(ctx),
             conversations=ConversationService(ctx),
             demands=demands,
+            retention=retention,
             jobs=jobs,
             outbox=outbox,
             transport=self.transport,
@@ -103,6 +108,7 @@ class App:
 
     async def start(self) -> None:
         await migrate(self.engine)
+        await self.services.retention.schedule()
         await self.services.outbox.start()
         await self.services.jobs.start()
         await self.transport.start(self.dispatcher.on_event)

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Extra keywords per category for guessing a demand's category, e.g. {"lifts": ["扶梯"]}.
     category_keywords: dict[str, list[str]] = Field(default_factory=dict)
     rating_reask_after: str = "24h"
+    # Abuse and privacy: filings (and, separately, /report and @admin) per person in any sliding hour;
+    # how long delivered messages, finished timers and abandoned forms are kept.
+    filing_limit_per_hour: int = Field(default=5, ge=1, le=1000)
+    retention_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("superadmins", mode="before")
     @classmethod

@@ -16,7 +16,8 @@ from bot.storage.models.core import (
     Secretary,
     User,
 )
-from bot.storage.models.demands import Demand, DemandEvent, DemandFollower
+from bot.storage.models.demands import Demand, DemandEvent, DemandFollower, DemandPost
+from bot.storage.models.privacy import CommunityVisitor, QuotaEvent
 
 __all__ = [
     "AuditEntry",
@@ -24,13 +25,16 @@ __all__ = [
     "Chat",
     "ChatMember",
     "Community",
+    "CommunityVisitor",
     "Conversation",
     "Counter",
     "Demand",
     "DemandEvent",
     "DemandFollower",
+    "DemandPost",
     "Job",
     "Outbox",
+    "QuotaEvent",
     "Secretary",
     "UTCDateTime",
     "User",
