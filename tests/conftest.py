@@ -1,4 +1,5 @@
-"""Shared fixtures: databases (SQLite always, PostgreSQL when TEST_DATABASE_URL is set)."""
+"""Shared fixtures: databases (SQLite always, PostgreSQL when TEST_DATABASE_URL is set), and the
+per-test time limits."""
 
 from __future__ import annotations
 
@@ -12,25 +13,57 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.storage.db import make_engine, migrate
 
-pytest_plugins = ["tests.netguard"]
+pytest_plugins = ["tests.netguard", "pytester"]
 
 # PTB's documented opt-in to timedelta retry_after (the adapter sets it too); the raw-PTB
 # self-tests of the fake server would otherwise warn.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
-DB_KINDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+PG_SKIP_REASON = "PostgreSQL case: set TEST_DATABASE_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test) to run it"
+# Without TEST_DATABASE_URL the PostgreSQL cases are collected and reported as skipped, with the
+# reason, rather than vanishing from the count.
+DB_KINDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.skipif(not PG_URL, reason=PG_SKIP_REASON)),
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("slow_timeout", "seconds allowed to a test marked slow", default="300")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow = float(config.getini("slow_timeout"))
+    for item in items:
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(slow))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # An e2e test marked both_databases runs its bot on SQLite and on PostgreSQL.
+    if "db_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
+        metafunc.parametrize("db_kind", DB_KINDS, indirect=True)
+
+
+async def reset_pg_schema() -> None:
+    """Each PostgreSQL test starts from an empty schema."""
+    assert PG_URL
+    engine = make_engine(PG_URL)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
 
 
 async def fresh_engine(kind: str, tmp_path: Path) -> AsyncEngine:
     if kind == "sqlite":
         engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}")
     else:
-        assert PG_URL
-        engine = make_engine(PG_URL)
-        async with engine.begin() as conn:  # each test starts from an empty schema
-            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
+        await reset_pg_schema()
+        engine = make_engine(PG_URL)  # type: ignore[arg-type]
     await migrate(engine)
     return engine
 
@@ -42,3 +75,20 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield eng
     finally:
         await eng.dispose()
+
+
+@pytest.fixture
+def db_kind(request: pytest.FixtureRequest) -> str:
+    """sqlite, unless the test is marked both_databases (then each in turn)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+async def database_url(db_kind: str, tmp_path: Path) -> str:
+    """The URL a bot under test (in process or spawned) uses: a file in tmp_path, or the
+    PostgreSQL test database with a fresh schema."""
+    if db_kind == "postgresql":
+        await reset_pg_schema()
+        assert PG_URL
+        return PG_URL
+    return f"sqlite+aiosqlite:///{tmp_path / 'linli-e2e.sqlite3'}"
