@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -22,11 +23,23 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 PG_SKIP_REASON = "PostgreSQL case: set TEST_DATABASE_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test) to run it"
 # Without TEST_DATABASE_URL the PostgreSQL cases are collected and reported as skipped, with the
-# reason, rather than vanishing from the count.
-DB_KINDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.skipif(not PG_URL, reason=PG_SKIP_REASON)),
-]
+# reason, rather than vanishing from the count. The fixtures skip them (not a mark per test), so the
+# summary shows one line: "SKIPPED [n] tests/conftest.py: PostgreSQL case: ...".
+DB_KINDS = ["sqlite", "postgresql"]
+
+
+def skip_without_pg(kind: str) -> None:
+    if kind == "postgresql" and not PG_URL:
+        pytest.skip(PG_SKIP_REASON)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    # pytest names each skipped test's own line; these all have one cause, so fold them into one line.
+    if report.skipped and isinstance(report.longrepr, tuple) and PG_SKIP_REASON in str(report.longrepr[2]):
+        report.longrepr = (__file__, skip_without_pg.__code__.co_firstlineno - 1, report.longrepr[2])
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,6 +83,7 @@ async def fresh_engine(kind: str, tmp_path: Path) -> AsyncEngine:
 
 @pytest.fixture(params=DB_KINDS)
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    skip_without_pg(request.param)
     eng = await fresh_engine(request.param, tmp_path)
     try:
         yield eng
@@ -87,6 +101,7 @@ def db_kind(request: pytest.FixtureRequest) -> str:
 async def database_url(db_kind: str, tmp_path: Path) -> str:
     """The URL a bot under test (in process or spawned) uses: a file in tmp_path, or the
     PostgreSQL test database with a fresh schema."""
+    skip_without_pg(db_kind)
     if db_kind == "postgresql":
         await reset_pg_schema()
         assert PG_URL

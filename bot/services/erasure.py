@@ -64,6 +64,13 @@ async def erase_shared(s: AsyncSession, who: Identity, placeholder: str) -> None
     for row_id, keyboard in (await s.execute(with_id)).all():
         if mentions(repr(keyboard), who):
             await s.execute(update(Outbox).where(Outbox.id == row_id).values(keyboard=None))
+    # Keys that carry their id (a report's dedup key names its reporter) are only for idempotent
+    # producers; losing one on a row that stays costs nothing.
+    for column in (Outbox.dedup_key, Outbox.ref):
+        rows = await s.execute(select(Outbox.id, column).where(column.contains(str(uid))))
+        for row_id, value in rows.all():
+            if mentions(value, Identity(uid)):
+                await s.execute(update(Outbox).where(Outbox.id == row_id).values({column.key: None}))
     await s.execute(delete(Job).where(Job.user_id == uid))
     await s.execute(delete(QuotaEvent).where(QuotaEvent.user_id == uid))
     await s.execute(delete(CommunityVisitor).where(CommunityVisitor.user_id == uid))
