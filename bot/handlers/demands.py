@@ -118,7 +118,7 @@ async def start_form(ctx: Context, cid: int) -> None:
     ctx.reply(ctx.t("form_what", community=community.name, limit=MAX_TEXT))
 
 
-@router.start_payload(r"d([A-Za-z0-9_-]{1,63})")
+@router.start_payload(r"d([A-Za-z0-9_-]{0,63})")
 async def start_with_form(ctx: Context) -> None:
     """The community's filing link (a QR code on the notice board) opens the form for it; a wrong
     or replaced token is refused without naming any community."""
