@@ -33,7 +33,7 @@ from bot.domain.sla import deadlines
 from bot.scheduler.runner import JobRunner, add_job
 from bot.services import quota
 from bot.services.base import ServiceContext
-from bot.services.erasure import identity, redact_column
+from bot.services.erasure import communities_of_person, identity, redact_column
 from bot.services.errors import Denied, NotFound, Term, UserError
 from bot.services.notify import alert_secretaries, enqueue, notify_user
 from bot.services.personal import row_dict
@@ -813,6 +813,7 @@ class DemandService:
         """Their demands stay in the ledger, anonymised, so the rates do not change: no link to them,
         and their names out of the texts kept (theirs and others' notes)."""
         who = await identity(s, user_id)
+        theirs = Demand.community_id.in_(sorted(await communities_of_person(s, user_id)))
         placeholder = str(Translator(self._locale)("someone_anonymous"))
         await s.execute(update(Demand).where(Demand.submitter_id == user_id).values(submitter_id=None))
         await s.execute(update(Demand).where(Demand.filed_by_id == user_id).values(filed_by_id=None))
@@ -824,9 +825,10 @@ class DemandService:
         await s.execute(update(DemandEvent).where(DemandEvent.subject_id == user_id).values(subject_id=None))
         for column in (Demand.text, Demand.location, Demand.resolution_note, Demand.rejection_reason,
                        Demand.rating_comment):
-            await redact_column(s, Demand, column, who, placeholder)
-        # Assign notes written before assignees were kept by id held the name itself.
-        await redact_column(s, DemandEvent, DemandEvent.note, who, placeholder)
+            await redact_column(s, Demand, column, who, placeholder, theirs)
+        # Notes naming them (assign notes written before assignees were kept by id held the name itself).
+        await redact_column(s, DemandEvent, DemandEvent.note, who, placeholder,
+                            DemandEvent.demand_id.in_(select(Demand.id).where(theirs)))
         await s.execute(delete(DemandFollower).where(DemandFollower.user_id == user_id))
 
     # ------------------------------------------------------------------ concurrency

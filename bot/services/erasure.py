@@ -18,7 +18,18 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from bot.domain.redact import Identity, mentions, redact
 from bot.services.personal import row_dict
-from bot.storage.models import AuditEntry, CommunityVisitor, Job, Outbox, QuotaEvent, Secretary, User
+from bot.storage.models import (
+    AuditEntry,
+    Chat,
+    ChatMember,
+    CommunityVisitor,
+    Demand,
+    Job,
+    Outbox,
+    QuotaEvent,
+    Secretary,
+    User,
+)
 
 
 async def identity(s: AsyncSession, user_id: int) -> Identity:
@@ -27,6 +38,20 @@ async def identity(s: AsyncSession, user_id: int) -> Identity:
     if user is None:
         return Identity(user_id)
     return Identity.of(user_id, user.first_name, user.last_name, user.username)
+
+
+async def communities_of_person(s: AsyncSession, user_id: int) -> set[int]:
+    """The communities the person was part of (their chats, secretaryships, links followed, demands
+    filed or assigned): texts naming them are looked for there only, so a namesake elsewhere (two
+    people called 张伟) keeps their name. Read before anything about them is erased."""
+    ids: set[int | None] = set()
+    ids.update(await s.scalars(select(Chat.community_id).join(ChatMember, ChatMember.chat_id == Chat.id)
+                               .where(ChatMember.user_id == user_id)))
+    ids.update(await s.scalars(select(Secretary.community_id).where(Secretary.user_id == user_id)))
+    ids.update(await s.scalars(select(CommunityVisitor.community_id).where(CommunityVisitor.user_id == user_id)))
+    ids.update(await s.scalars(select(Demand.community_id).where(or_(
+        Demand.submitter_id == user_id, Demand.assignee_id == user_id, Demand.filed_by_id == user_id))))
+    return {i for i in ids if i is not None}
 
 
 def _naming(column: InstrumentedAttribute[Any], who: Identity) -> Any:
@@ -52,13 +77,15 @@ async def redact_column(s: AsyncSession, model: type[Any], column: InstrumentedA
     return changed
 
 
-async def erase_shared(s: AsyncSession, who: Identity, placeholder: str) -> None:
+async def erase_shared(s: AsyncSession, who: Identity, placeholder: str, communities: set[int]) -> None:
+    """`communities`: from `communities_of_person`, read before any eraser ran."""
     uid = who.user_id
     # Everything addressed to them: pending rows are cancelled (never delivered), delivered ones go.
     await s.execute(delete(Outbox).where(or_(Outbox.chat_id == uid, Outbox.user_id == uid))
                     .execution_options(synchronize_session=False))
     # Messages to others that name them keep their point, not the name.
-    await redact_column(s, Outbox, Outbox.text, who, placeholder)
+    await redact_column(s, Outbox, Outbox.text, who, placeholder,
+                        or_(Outbox.community_id.in_(sorted(communities)), Outbox.community_id.is_(None)))
     # A button whose data carries their id (say "forget:<id>" in a reply kept in a group): the buttons go.
     with_id = select(Outbox.id, Outbox.keyboard).where(cast(Outbox.keyboard, Text).contains(str(uid)))
     for row_id, keyboard in (await s.execute(with_id)).all():

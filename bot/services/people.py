@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from bot.services.base import ServiceContext
-from bot.services.erasure import erase_shared, export_shared, identity
+from bot.services.erasure import communities_of_person, erase_shared, export_shared, identity
 from bot.services.errors import UserError
 from bot.services.personal import row_dict
 from bot.services.roles import PRESENT, CommunityRoles
@@ -188,9 +188,10 @@ class PeopleService:
         nothing addressed to them is delivered any more; their names leave the texts that stay."""
         async with self.ctx.tx() as s:
             who = await identity(s, user_id)
+            communities = await communities_of_person(s, user_id)
             for _name, eraser in self.ctx.personal.erasers:
                 await eraser(s, user_id)
-            await erase_shared(s, who, str(t(self.ctx.settings.default_locale, "someone_anonymous")))
+            await erase_shared(s, who, str(t(self.ctx.settings.default_locale, "someone_anonymous")), communities)
             await s.execute(update(Community).where(Community.created_by == user_id).values(created_by=None))
             await s.execute(update(Chat).where(Chat.bound_by == user_id).values(bound_by=None))
             for model in (ChatMember, Secretary, Conversation):

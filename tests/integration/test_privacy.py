@@ -48,7 +48,7 @@ from bot.ui.demands import Shown, demand_card, demand_line
 from bot.ui.html import mention
 from bot.ui.i18n import Translator, catalog
 from tests.integration.conftest import ALICE, BOB, CAROL, MEM, RES
-from tests.integration.test_demands import DAVE, GINA, HANK, IVY, JUDY, Loop, build_loop
+from tests.integration.test_demands import DAVE, GINA, HANK, IVY, JUDY, RES_B, Loop, build_loop
 from tests.personal_search import Person, traces
 
 ZED = TUser(7300123457, "Zelda", last_name="Quimby", username="zq_forget")
@@ -161,6 +161,15 @@ async def test_forget_leaves_nothing_personal(lp: Loop) -> None:
     # Messages to others stay, without her name.
     assert any("已加固" in t and "（已匿名）" in t for t in bob_rows)
     assert await count(lp, Outbox, Outbox.chat_id == ZED.id) == 0
+
+
+async def test_a_namesake_in_another_community_keeps_their_name(lp: Loop) -> None:
+    await lp.w.see(ZED, RES)
+    await lp.file(ZED, "Zelda Quimby 反映：路灯坏了")
+    await lp.file(IVY, "楼下的 Zelda Quimby 装修太吵", chat=RES_B, cid=lp.cid_b)  # someone else of that name
+    await lp.w.people.forget(ZED.id)
+    assert (await lp.get(1)).text == "（已匿名） 反映：路灯坏了"
+    assert (await lp.get(1, lp.cid_b)).text == "楼下的 Zelda Quimby 装修太吵"
 
 
 async def test_forget_cancels_what_is_pending_for_them(lp: Loop) -> None:
