@@ -130,8 +130,9 @@ async def forget_confirmed(ctx: Context) -> None:
         ctx.answer(str(ctx.t("err_not_your_button")), alert=True)
         return
     await ctx.services.people.forget(ctx.event.user.id)
-    ctx.answer(str(ctx.t("forgotten")))
-    ctx.reply(ctx.t("forgotten"))
+    # A pop-up, not a message: a message would be stored (the outbox) right after the erasure,
+    # addressed to the person who just asked to leave nothing behind.
+    ctx.answer(str(ctx.t("forgotten")), alert=True)
 
 
 @router.callback("pick")
