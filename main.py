@@ -7,7 +7,6 @@ stand-in for Telegram, played from a web page (bot/sandbox/).
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 
@@ -37,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from bot.logs import configure_logging
+
+    configure_logging(settings.log_level)
     if "--sandbox" in args or not settings.bot_token:
         from bot.sandbox.run import run_sandbox
 

@@ -17,6 +17,7 @@ from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
 from bot.services.meetings import MeetingService
 from bot.services.people import PeopleService
+from bot.services.retention import RetentionService
 from bot.services.roles import AdminCache, Roles
 from bot.services.tasks import TaskService
 from bot.storage.db import make_engine, make_session_factory, migrate
@@ -42,6 +43,7 @@ class Services:
     demands: DemandService
     meetings: MeetingService
     tasks: TaskService
+    retention: RetentionService
     jobs: JobRunner
     outbox: OutboxWorker
     transport: Transport
@@ -95,6 +97,8 @@ class App:
         tasks = TaskService(ctx, demands)
         tasks.register_jobs(jobs)
         tasks.attach_editor(sender.send)  # roster edits: re-rendered from the database, coalesced
+        retention = RetentionService(ctx)
+        retention.register_jobs(jobs)
         self.services = Services(
             settings=settings,
             ctx=ctx,
@@ -106,6 +110,7 @@ class App:
             demands=demands,
             meetings=meetings,
             tasks=tasks,
+            retention=retention,
             jobs=jobs,
             outbox=outbox,
             transport=self.transport,
@@ -114,6 +119,7 @@ class App:
 
     async def start(self) -> None:
         await migrate(self.engine)
+        await self.services.retention.schedule()
         await self.services.outbox.start()
         await self.services.jobs.start()
         await self.services.tasks.start()

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     meeting_minute_seconds: float = Field(default=60.0, gt=0, le=60)
     # Volunteer tasks: when claimers are reminded, before the task's time (comma-separated delays).
     task_remind_before: str = "24h,1h"
+    # Abuse and privacy: filings (and, separately, /report and @admin) per person in any sliding hour;
+    # how long delivered messages, finished timers and abandoned forms are kept.
+    filing_limit_per_hour: int = Field(default=5, ge=1, le=1000)
+    retention_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("superadmins", mode="before")
     @classmethod

@@ -42,14 +42,17 @@ MAX_ATTEMPTS = 5
 MAX_SLEEP = 1.0  # the timer looks at the clock at least this often (a test or the sandbox may move it)
 
 
-async def add_job(session: AsyncSession, kind: str, ref_id: int, due_at: datetime, guard: str = "") -> Job | None:
-    """Store a job unless the same (kind, ref, guard) exists: producers may call this twice."""
+async def add_job(session: AsyncSession, kind: str, ref_id: int, due_at: datetime, guard: str = "", *,
+                  user_id: int | None = None) -> Job | None:
+    """Store a job unless the same (kind, ref, guard) exists: producers may call this twice.
+
+    `user_id`: the one person the timer is about (a reminder to a claimer), so /forget drops it."""
     existing = await session.scalar(
         select(Job).where(Job.kind == kind, Job.ref_id == ref_id, Job.guard == guard)
     )
     if existing is not None:
         return None
-    job = Job(kind=kind, ref_id=ref_id, due_at=due_at, guard=guard)
+    job = Job(kind=kind, ref_id=ref_id, due_at=due_at, guard=guard, user_id=user_id)
     session.add(job)
     await session.flush()
     return job
