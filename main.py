@@ -1,9 +1,12 @@
-"""Run Linli: `python main.py` (long polling; settings from the environment, `.env` or LINLI_CONFIG)."""
+"""Run Linli: `python main.py` (long polling; settings from the environment, `.env` or LINLI_CONFIG).
+
+With no BOT_TOKEN, or `python main.py --sandbox`, it runs the sandbox: the same bot against a local
+stand-in for Telegram, played from a web page (bot/sandbox/).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 
@@ -26,23 +29,20 @@ async def serve() -> None:
         await app.stop()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    if not settings.bot_token:
-        print(
-            "BOT_TOKEN is not set. Get a token from @BotFather and run:\n"
-            "  BOT_TOKEN=123456:ABC... make run\n"
-            "(or put BOT_TOKEN=... in a .env file in this folder)",
-            file=sys.stderr,
-        )
-        return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from bot.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    if "--sandbox" in args or not settings.bot_token:
+        from bot.sandbox.run import run_sandbox
+
+        return run_sandbox(settings)
     asyncio.run(serve())
     return 0
 

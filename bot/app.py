@@ -15,9 +15,12 @@ from bot.services.clock import Clock, system_clock
 from bot.services.communities import CommunityService
 from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
+from bot.services.meetings import MeetingService
 from bot.services.notices import NoticeService
 from bot.services.people import PeopleService
+from bot.services.retention import RetentionService
 from bot.services.roles import AdminCache, Roles
+from bot.services.tasks import TaskService
 from bot.storage.db import make_engine, make_session_factory, migrate
 from bot.transport.base import Transport
 from bot.transport.factory import make_transport
@@ -40,6 +43,9 @@ class Services:
     conversations: ConversationService
     demands: DemandService
     notices: NoticeService
+    meetings: MeetingService
+    tasks: TaskService
+    retention: RetentionService
     jobs: JobRunner
     outbox: OutboxWorker
     transport: Transport
@@ -93,6 +99,13 @@ class App:
         communities = CommunityService(ctx)
         outbox.chat_events = communities  # what Telegram's refusals tell about chats
         outbox.on_final(notices.on_final)  # a notice's deliveries are counted as they end
+        meetings = MeetingService(ctx)
+        meetings.register_jobs(jobs)
+        tasks = TaskService(ctx, demands)
+        tasks.register_jobs(jobs)
+        tasks.attach_editor(sender.send)  # roster edits: re-rendered from the database, coalesced
+        retention = RetentionService(ctx)
+        retention.register_jobs(jobs)
         self.services = Services(
             settings=settings,
             ctx=ctx,
@@ -103,6 +116,9 @@ class App:
             conversations=ConversationService(ctx),
             demands=demands,
             notices=notices,
+            meetings=meetings,
+            tasks=tasks,
+            retention=retention,
             jobs=jobs,
             outbox=outbox,
             transport=self.transport,
@@ -111,8 +127,10 @@ class App:
 
     async def start(self) -> None:
         await migrate(self.engine)
+        await self.services.retention.schedule()
         await self.services.outbox.start()
         await self.services.jobs.start()
+        await self.services.tasks.start()
         await self.transport.start(self.dispatcher.on_event)
         log.info("Linli is running on %s", self.settings.bot_framework)
 
@@ -120,6 +138,7 @@ class App:
         # Finish what is in hand before the HTTP session closes: timers, handlers, deliveries.
         await self.services.jobs.stop()
         await self.dispatcher.stop()
+        await self.services.tasks.stop()
         await self.services.outbox.stop()
         await self.services.sender.close()
         await self.transport.stop()

@@ -28,6 +28,22 @@ log = logging.getLogger("linli.dispatch")
 PICK = "pick"  # the conversation that keeps a command while the user picks a community
 
 
+class _Gate:
+    """Keeps parallel presses entering their handler in the order they arrived."""
+
+    def __init__(self, before: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+        self.before = before
+        self.mine = mine
+
+    async def turn(self) -> None:
+        if self.before is not None:
+            await asyncio.shield(self.before)
+
+    def open(self) -> None:
+        if not self.mine.done():
+            self.mine.set_result(None)
+
+
 class Dispatcher:
     def __init__(self, services: Services, router: Router) -> None:
         self.services = services
@@ -35,10 +51,24 @@ class Dispatcher:
         self._queues: dict[int, asyncio.Queue[Event]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._sends: set[asyncio.Task[None]] = set()
+        self._loose: set[asyncio.Task[None]] = set()  # parallel button presses being handled
+        self._gates: dict[tuple[int, str], asyncio.Future[None]] = {}  # the latest parallel press per chat
         self.handled = 0
 
     async def on_event(self, event: Event) -> None:
         """Called by the transport for every update; returns at once."""
+        prefix = (event.callback_data or "").split(":", 1)[0] if event.kind == EventKind.CALLBACK else None
+        if prefix is not None and prefix in self.router.parallel:
+            # Handled side by side; each press still reaches its handler after the one before it.
+            gate_key = (event.chat.id, prefix)
+            gate = _Gate(self._gates.get(gate_key), asyncio.get_running_loop().create_future())
+            self._gates[gate_key] = gate.mine
+            gate.mine.add_done_callback(
+                lambda f, k=gate_key: self._gates.pop(k) if self._gates.get(k) is f else None)
+            task = asyncio.create_task(self._drain_one(event, gate), name=f"press-{event.update_id}")
+            self._loose.add(task)
+            task.add_done_callback(self._loose.discard)
+            return
         key = event.chat.id
         queue = self._queues.get(key)
         if queue is None:
@@ -64,10 +94,19 @@ class Dispatcher:
             else:  # an event arrived between the last get and the cleanup
                 self._workers[key] = asyncio.create_task(self._drain(key, queue), name=f"chat-{key}")
 
+    async def _drain_one(self, event: Event, gate: _Gate) -> None:
+        try:
+            await self.handle(event, gate)
+        except Exception:
+            log.exception("update %s in chat %s failed", event.update_id, event.chat.id)
+        finally:
+            gate.open()
+            self.handled += 1
+
     async def idle(self, timeout: float = 10.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (self._workers or self._sends) and loop.time() < deadline:
+        while (self._workers or self._sends or self._loose) and loop.time() < deadline:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
@@ -75,13 +114,19 @@ class Dispatcher:
 
     # ---- one event
 
-    async def handle(self, event: Event) -> None:
+    async def handle(self, event: Event, gate: _Gate | None = None) -> None:
         svc = self.services
         observed = await svc.people.observe(event)
         locale = locale_of(observed.user, observed.community, svc.settings.default_locale)
         ctx = Context(event, svc, observed.user, observed.chat, Translator(locale), router=self.router)
         try:
-            await self._route(ctx)
+            if gate is None:
+                await self._route(ctx)
+            else:
+                await gate.turn()
+                routed = asyncio.ensure_future(self._route(ctx))
+                gate.open()  # the next press's handler starts after this one's first step
+                await routed
         except ChooseCommunity as exc:
             ctx.reply(ctx.t("err_choose_community"), await self._choice_keyboard(ctx, exc.options))
             ctx.answer()

@@ -62,6 +62,19 @@ class Settings(BaseSettings):
     # Extra keywords per category for guessing a demand's category, e.g. {"lifts": ["扶梯"]}.
     category_keywords: dict[str, list[str]] = Field(default_factory=dict)
     rating_reask_after: str = "24h"
+    # The sandbox (no BOT_TOKEN, or `main.py --sandbox`): its page's address. It has no login, so it
+    # listens on loopback unless another address is set here explicitly.
+    sandbox_host: str = Field(default="127.0.0.1", min_length=1)
+    sandbox_port: int = Field(default=8080, ge=0, le=65535)
+    # How many seconds a minute of meeting timing lasts: reminder offsets, the check-in window,
+    # a meeting's length and the minutes reminder, all measured from the start. Tests set 1.
+    meeting_minute_seconds: float = Field(default=60.0, gt=0, le=60)
+    # Volunteer tasks: when claimers are reminded, before the task's time (comma-separated delays).
+    task_remind_before: str = "24h,1h"
+    # Abuse and privacy: filings (and, separately, /report and @admin) per person in any sliding hour;
+    # how long delivered messages, finished timers and abandoned forms are kept.
+    filing_limit_per_hour: int = Field(default=5, ge=1, le=1000)
+    retention_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("superadmins", mode="before")
     @classmethod
@@ -128,6 +141,12 @@ class Settings(BaseSettings):
         parse_duration(v)
         return v
 
+    @field_validator("task_remind_before")
+    @classmethod
+    def _offsets(cls, v: str) -> str:
+        parse_durations(v)
+        return v
+
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -159,6 +178,14 @@ def parse_duration(text: str) -> Any:
     if amount <= 0:
         raise ValueError(f"duration must be positive: {text!r}")
     return timedelta(**{units[text[-1]]: amount})
+
+
+def parse_durations(text: str) -> list[Any]:
+    """'24h,1h' -> [24 hours, 1 hour]: several delays, e.g. reminder offsets."""
+    parts = [p for p in text.replace("，", ",").split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"no durations in {text!r}; e.g. 24h,1h")
+    return [parse_duration(p) for p in parts]
 
 
 class SettingsError(Exception):

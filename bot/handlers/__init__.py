@@ -6,9 +6,9 @@ from bot.handlers.base import Router
 
 
 def build_router() -> Router:
-    from bot.handlers import core, demands, notices, setup
+    from bot.handlers import core, demands, meetings, notices, setup, tasks
 
     root = Router()
-    for module in (core, setup, demands, notices):
+    for module in (core, setup, demands, tasks, meetings, notices):
         root.include(module.router)
     return root

@@ -83,6 +83,8 @@ class Router:
     commands: dict[str, Handler] = field(default_factory=dict)
     patterns: list[tuple[re.Pattern[str], Handler]] = field(default_factory=list)
     callbacks: dict[str, Handler] = field(default_factory=dict)
+    # Button prefixes whose presses need no order among themselves in a chat (see callback()).
+    parallel: set[str] = field(default_factory=set)
     texts: list[tuple[TextFilter, Handler]] = field(default_factory=list)
     member_handlers: list[Handler] = field(default_factory=list)
     forms: dict[str, Handler] = field(default_factory=dict)  # conversation kind -> step handler
@@ -107,11 +109,15 @@ class Router:
 
         return deco
 
-    def callback(self, prefix: str) -> Callable[[Handler], Handler]:
-        """Button data is `prefix:arg:arg`; the prefix picks the handler."""
+    def callback(self, prefix: str, *, parallel: bool = False) -> Callable[[Handler], Handler]:
+        """Button data is `prefix:arg:arg`; the prefix picks the handler. parallel=True: presses are
+        handled side by side instead of one after another in their chat (for a button many people
+        press at once, whose handler keeps its own order)."""
 
         def deco(fn: Handler) -> Handler:
             self.callbacks[prefix] = fn
+            if parallel:
+                self.parallel.add(prefix)
             return fn
 
         return deco
@@ -161,6 +167,7 @@ class Router:
         self.commands.update(other.commands)
         self.patterns.extend(other.patterns)
         self.callbacks.update(other.callbacks)
+        self.parallel.update(other.parallel)
         self.texts.extend(other.texts)
         self.member_handlers.extend(other.member_handlers)
         self.forms.update(other.forms)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from bot.handlers.args import community_id
 from bot.handlers.base import HELP_ROLES, Context, Router
+from bot.services.communities import LINK_PREFIX
+from bot.services.errors import UserError
 from bot.services.roles import CommunityRoles
 from bot.transport.port import Button, Document, EventKind, Keyboard
 from bot.ui.html import Html
@@ -56,6 +59,23 @@ async def start(ctx: Context) -> None:
     roles = await _roles_here(ctx)
     name = ctx.event.user.full_name
     ctx.reply(Html(ctx.t("welcome", name=name) + "\n\n" + help_text(ctx, roles)))
+
+
+@router.command("link")
+async def link(ctx: Context) -> None:
+    """secretary: the community's filing link for posters and QR codes; `/link new` replaces it."""
+    arg = ctx.args.strip().lower()
+    if arg not in ("", "new"):
+        raise UserError("err_link_usage")
+    community, token = await ctx.services.communities.filing_link(
+        actor_id=ctx.event.user.id, community_id=await community_id(ctx), renew=arg == "new"
+    )
+    bot_user = ctx.services.transport.bot_user
+    username = bot_user.username if bot_user is not None else None
+    if not username:
+        raise UserError("err_link_no_username")
+    url = f"https://t.me/{username}?start={LINK_PREFIX}{token}"
+    ctx.reply(ctx.t("link_renewed" if arg == "new" else "link_show", community=community.name, url=url))
 
 
 @router.command("help")
@@ -110,8 +130,9 @@ async def forget_confirmed(ctx: Context) -> None:
         ctx.answer(str(ctx.t("err_not_your_button")), alert=True)
         return
     await ctx.services.people.forget(ctx.event.user.id)
-    ctx.answer(str(ctx.t("forgotten")))
-    ctx.reply(ctx.t("forgotten"))
+    # A pop-up, not a message: a message would be stored (the outbox) right after the erasure,
+    # addressed to the person who just asked to leave nothing behind.
+    ctx.answer(str(ctx.t("forgotten")), alert=True)
 
 
 @router.callback("pick")

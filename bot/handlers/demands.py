@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from datetime import timedelta
 
@@ -11,9 +10,8 @@ from bot.domain.demands import MAX_TEXT, State, excerpt, parse_stars
 from bot.handlers.args import community_id, number_and_rest, parse_number, split_first
 from bot.handlers.base import Context, Router
 from bot.services.errors import Denied, UserError
-from bot.storage.models import Demand
 from bot.transport.port import Button, Fold, Keyboard
-from bot.ui.demands import DemandView, Shown, category_name, demand_card, demand_line, shown_in, stars
+from bot.ui.demands import Shown, category_name, demand_card, demand_line, stars
 from bot.ui.html import Html, mention
 from bot.ui.i18n import LOCALES, t
 from config.categories import CATEGORIES
@@ -24,8 +22,6 @@ router.help("member", "help_member")
 router.help("secretary", "help_secretary")
 
 TRIGGERS = ("#诉求", "#报事", "＃诉求", "＃报事")
-def shown_here(ctx: Context, d: Demand) -> Shown:
-    return shown_in(d, ctx.chat.kind if ctx.chat is not None and ctx.event.chat.is_group else None)
 
 
 # ---------------------------------------------------------------------- filing
@@ -128,19 +124,21 @@ async def start_form(ctx: Context, cid: int) -> None:
     community = await ctx.services.communities.get(cid)
     if community is None:
         raise UserError("err_no_community")
+    # No point filling in a form the limit would refuse at the end.
+    await ctx.services.demands.check_quota(actor_id=ctx.event.user.id)
     await ctx.services.conversations.put(ctx.event.user.id, ctx.event.chat.id, FORM, "what", {"community_id": cid})
     ctx.reply(ctx.t("form_what", community=community.name, limit=MAX_TEXT))
 
 
-@router.start_payload(r"d(\d{1,9})")
+@router.start_payload(r"d([A-Za-z0-9_-]{0,63})")
 async def start_with_form(ctx: Context) -> None:
-    """A deep link (e.g. a QR code on the notice board) opens the form for that community."""
+    """The community's filing link (a QR code on the notice board) opens the form for it; a wrong
+    or replaced token is refused without naming any community."""
     assert ctx.match is not None
     if not ctx.event.chat.is_private:
         raise UserError("err_private_only")
-    if await ctx.services.communities.get(int(ctx.match.group(1))) is None:
-        raise UserError("err_bad_link")
-    await start_form(ctx, int(ctx.match.group(1)))
+    community = await ctx.services.communities.follow_link(user_id=ctx.event.user.id, token=ctx.match.group(1))
+    await start_form(ctx, community.id)
 
 
 @router.command("cancel")
@@ -254,35 +252,25 @@ async def form_button(ctx: Context) -> None:
 @router.command("demands")
 async def demands(ctx: Context) -> None:
     listing = await ctx.services.demands.listing(
-        actor_id=ctx.event.user.id, community_id=await community_id(ctx), scope=ctx.args or None
+        actor_id=ctx.event.user.id, community_id=await community_id(ctx), scope=ctx.args or None,
+        chat_id=ctx.event.chat.id,
     )
     now = ctx.services.ctx.clock()
     if not listing.demands:
         ctx.reply(ctx.t("demands_empty", scope=ctx.t(f"scope_{listing.scope}")))
         return
     lines = [ctx.t("demands_head", scope=ctx.t(f"scope_{listing.scope}"), count=listing.total)]
-    lines += [demand_line(ctx.tr, d, now, shown=shown_here(ctx, d)) for d in listing.demands]
+    lines += [demand_line(ctx.tr, d, now, shown=listing.shown.get(d.id, Shown.HIDDEN)) for d in listing.demands]
     if listing.total > len(listing.demands):
         lines.append(ctx.t("demands_more", more=listing.total - len(listing.demands)))
     ctx.reply(Html("\n".join(lines)))
 
 
-def _without_submitter(view: DemandView) -> DemandView:
-    """The card for a resident chat of a demand filed privately: the form promises no name there,
-    so neither the submitter line nor the submitter's own timeline entries name them."""
-    submitter_id = view.demand.submitter_id
-    events = [(ev, None if ev.actor_id is not None and ev.actor_id == submitter_id else actor)
-              for ev, actor in view.events]
-    return dataclasses.replace(view, secretary=False, submitter=None, events=events)
-
-
 async def _view(ctx: Context, n: int) -> None:
-    view = await ctx.services.demands.view(actor_id=ctx.event.user.id, community_id=await community_id(ctx), number=n)
-    shown = shown_here(ctx, view.demand)
-    if shown != Shown.FULL:  # a form demand seen in a resident chat
-        view = _without_submitter(view)
-    card = demand_card(ctx.tr, view, ctx.services.ctx.clock(), shown=shown)
-    ctx.reply(card)
+    """In a group, only what that group may see and never the submitter's name; all of it privately."""
+    view = await ctx.services.demands.view(actor_id=ctx.event.user.id, community_id=await community_id(ctx), number=n,
+                                          chat_id=ctx.event.chat.id)
+    ctx.reply(demand_card(ctx.tr, view, ctx.services.ctx.clock()))
 
 
 @router.command("view")

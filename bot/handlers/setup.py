@@ -80,6 +80,12 @@ async def membership(ctx: Context) -> None:
     svc = ctx.services
     me = svc.bot_user_id
     if change.member.id == me:
+        # Telegram reports the bot's own arrival twice: a my_chat_member update and a
+        # new_chat_members service message. my_chat_member is always sent to a bot about itself and
+        # carries the real status (administrator, not the service message's guess), so it alone counts:
+        # one welcome, and a promotion is not overwritten.
+        if change.via_service_message:
+            return
         chat = await svc.communities.bot_membership(
             chat_id=ctx.event.chat.id, new_status=change.new_status, actor_id=ctx.event.user.id
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
@@ -12,7 +13,17 @@ from bot.services.base import ServiceContext
 from bot.services.errors import ChooseCommunity, Denied, NotFound, UserError
 from bot.services.notify import alert_secretaries
 from bot.services.roles import ADMIN, PRESENT
-from bot.storage.models import AuditEntry, Chat, ChatMember, ChatMove, Community, Outbox, Secretary, User
+from bot.storage.models import (
+    AuditEntry,
+    Chat,
+    ChatMember,
+    ChatMove,
+    Community,
+    CommunityVisitor,
+    Outbox,
+    Secretary,
+    User,
+)
 from bot.storage.upsert import upsert
 from bot.transport.port import Keyboard
 from bot.ui.i18n import Translator
@@ -22,6 +33,12 @@ log = logging.getLogger("linli.communities")
 CHAT_KINDS = ("resident", "member")
 MAX_NAME = 64
 INACTIVE = ("left", "migrated")  # bot_status of a chat that is no target: the bot is out, or it moved
+LINK_PREFIX = "d"  # /start d<token>
+
+
+def new_link_token() -> str:
+    """16 characters of Telegram's deep-link alphabet (A-Z a-z 0-9 _ -): 96 random bits, unguessable."""
+    return secrets.token_urlsafe(12)
 
 
 @dataclass
@@ -254,21 +271,58 @@ class CommunityService:
             if chat_is_group:
                 return await self._community_of_chat(s, chat_id)
             mine = await self.ctx.roles.communities_of(s, user_id)
+            options = [(r.community_id, r.name) for r in mine]
+            known = {cid for cid, _ in options}
+            # Who came by a community's filing link may file (and follow their demands) there too.
+            visited = await s.execute(
+                select(Community.id, Community.name)
+                .join(CommunityVisitor, CommunityVisitor.community_id == Community.id)
+                .where(CommunityVisitor.user_id == user_id)
+                .order_by(Community.id)
+            )
+            options += [(cid, name) for cid, name in visited.all() if cid not in known]
             if chosen is not None:
-                for r in mine:
-                    if r.community_id == chosen:
-                        community = await s.get(Community, chosen)
-                        assert community is not None
-                        return community
-                raise Denied("err_not_in_community")
-            if not mine:
+                if chosen not in {cid for cid, _ in options}:
+                    raise Denied("err_not_in_community")
+                community = await s.get(Community, chosen)
+                assert community is not None
+                return community
+            if not options:
                 raise UserError("err_no_community")
-            if len(mine) > 1:
-                raise ChooseCommunity([(r.community_id, r.name) for r in mine])
-            community = await s.get(Community, mine[0].community_id)
+            if len(options) > 1:
+                raise ChooseCommunity(options)
+            community = await s.get(Community, options[0][0])
             assert community is not None
             return community
 
     async def get(self, community_id: int) -> Community | None:
         async with self.ctx.read() as s:
             return await s.get(Community, community_id)
+
+    # ------------------------------------------------------------------ the filing link
+
+    async def filing_link(self, *, actor_id: int, community_id: int, renew: bool = False) -> tuple[Community, str]:
+        """/link [new]: the community's link token (made on first use); `renew` replaces it, and
+        the old link stops working at once."""
+        async with self.ctx.tx() as s:
+            await self.ctx.roles.require_secretary(s, community_id, actor_id)
+            community = await s.get(Community, community_id)
+            if community is None:
+                raise NotFound("err_no_community")
+            if renew or not community.link_token:
+                community.link_token = new_link_token()
+                s.add(AuditEntry(community_id=community_id, actor_id=actor_id,
+                                 action="link_renew" if renew else "link_new"))
+            return community, community.link_token
+
+    async def follow_link(self, *, user_id: int, token: str) -> Community:
+        """/start d<token>: the community whose link this is, remembering that this person came by
+        it (so they may file privately there). A wrong or replaced token names no community."""
+        async with self.ctx.tx() as s:
+            community = await s.scalar(select(Community).where(Community.link_token == token)) if token else None
+            if community is None:
+                raise UserError("err_bad_link")
+            if await s.get(User, user_id) is not None:
+                await upsert(s, CommunityVisitor, {"community_id": community.id, "user_id": user_id,
+                                                   "first_at": self.ctx.clock()}, ["community_id", "user_id"])
+            return community

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,18 +31,22 @@ from bot.domain.demands import (
 )
 from bot.domain.sla import deadlines
 from bot.scheduler.runner import JobRunner, add_job
+from bot.services import quota
 from bot.services.base import ServiceContext
+from bot.services.erasure import communities_of_person, identity, redact_column
 from bot.services.errors import Denied, NotFound, Term, UserError
 from bot.services.notify import alert_secretaries, enqueue, notify_user
 from bot.services.personal import row_dict
-from bot.services.roles import secretary_users
+from bot.services.roles import PRESENT, secretary_users
 from bot.storage.models import (
     Chat,
     ChatMember,
     Community,
+    CommunityVisitor,
     Demand,
     DemandEvent,
     DemandFollower,
+    DemandPost,
     Job,
     User,
 )
@@ -51,9 +55,11 @@ from bot.storage.upsert import upsert
 from bot.transport.port import Fold, Keyboard
 from bot.ui.demands import (
     DemandView,
+    Shown,
     accept_keyboard,
     category_name,
     rating_keyboard,
+    shown_in,
     stars,
     state_name,
     urgency_name,
@@ -85,6 +91,7 @@ class Listing:
     total: int
     scope: str
     secretary: bool
+    shown: dict[int, Shown] = field(default_factory=dict)  # demand id -> what the chat may see
 
 
 def _guard(when: datetime) -> str:
@@ -151,10 +158,10 @@ class DemandService:
             raise UserError(f"err_state_{action}", n=d.number, state=Term(f"state_{d.state}")) from None
 
     async def _log(self, s: AsyncSession, d: Demand, actor_id: int | None, action: Action, before: str | None,
-                   note: str | None = None) -> str:
+                   note: str | None = None, *, subject_id: int | None = None) -> str:
         """A timeline entry; returns a key unique to this change, for the outbox rows it causes."""
-        ev = DemandEvent(demand_id=d.id, actor_id=actor_id, action=action, from_state=before, to_state=d.state,
-                         note=note, created_at=self.ctx.clock())  # the service's clock, like every other time
+        ev = DemandEvent(demand_id=d.id, actor_id=actor_id, subject_id=subject_id, action=action, from_state=before,
+                         to_state=d.state, note=note, created_at=self.ctx.clock())  # the service's clock
         s.add(ev)
         await s.flush()
         return f"d{d.id}:e{ev.id}"
@@ -198,10 +205,8 @@ class DemandService:
                      group_render: Render | None = None, fold: Callable[[Translator], Fold] | None = None) -> None:
         """`group_render` is what the member chat gets when no secretary has started the bot."""
         secretaries = await secretary_users(s, self.ctx.roles, community.id)
-        if group_render is not None and not any(u.started for u in secretaries):
-            render = group_render
         await alert_secretaries(s, community, secretaries, render, default_locale=self._locale, dedup_key=key,
-                                fold=fold)
+                                group_render=group_render, fold=fold)
 
     async def _alert_about(self, s: AsyncSession, d: Demand, community: Community, message: str, *, key: str,
                            group_message: str | None = None, with_accept: bool = False,
@@ -215,7 +220,8 @@ class DemandService:
                     text, extra = d.text, params
                 else:
                     text = excerpt(d.text) if d.public else str(tr("not_public"))
-                    extra = params if d.public else {k: "-" for k in params}
+                    # A rating comment is the submitter's private word to the secretaries.
+                    extra = {k: v if d.public and k != "comment" else "-" for k, v in params.items()}
                 body = tr(message if private else group_message or message, n=d.number, text=text,
                           category=category_name(tr, d.category), urgency=urgency_name(tr, d.urgency),
                           state=state_name(tr, d.state), location=d.location or "-", **extra)
@@ -268,23 +274,33 @@ class DemandService:
         on_behalf_of: int | None = None,
         via: str = "command",
     ) -> Filed:
-        """点单. Anyone who reaches the community may file; filing for someone else is the secretary's."""
+        """点单 in a resident chat, or privately by someone the community knows (seen in one of its
+        chats, or came by its filing link); filing for someone else is the secretary's. Each person
+        files at most FILING_LIMIT_PER_HOUR in any hour. A demand is public where it was typed; one
+        filed privately only as far as the form's answer (`public`) lets it be."""
         body = _clean(text, limit=MAX_TEXT, too_long="err_demand_too_long", missing="err_demand_text_missing")
         assert body is not None
         place = _clean(location, limit=MAX_LOCATION, too_long="err_location_too_long")
+        in_group = origin_chat_id is not None and origin_chat_id < 0
+        if via != "form":
+            public = in_group  # typed in private: shown in no group
         async with self.ctx.tx() as s:
             community = await self._community(s, community_id)
             submitter_id = actor_id
+            now = self.ctx.clock()
             if on_behalf_of is not None and on_behalf_of != actor_id:
                 await self._require_secretary(s, community_id, actor_id)
                 if await s.get(User, on_behalf_of) is None:  # else a foreign-key error, not a reply
                     raise NotFound("err_unknown_user")
                 submitter_id = on_behalf_of
-            elif origin_chat_id is not None and origin_chat_id < 0:
-                chat = await s.get(Chat, origin_chat_id)
-                if chat is None or chat.community_id != community_id or chat.kind != "resident":
-                    raise UserError("err_demand_where")
-            now = self.ctx.clock()
+            else:
+                if in_group:
+                    chat = await s.get(Chat, origin_chat_id)
+                    if chat is None or chat.community_id != community_id or chat.kind != "resident":
+                        raise UserError("err_demand_where")
+                elif not await self._may_file_privately(s, community_id, actor_id):
+                    raise Denied("err_file_not_known")
+                await quota.take(s, actor_id, "file", self.ctx.settings.filing_limit_per_hour, now)
             category = guess_category(body, self._keywords(community))
             urgency = guess_urgency(body)
             due = self._deadlines(community, now, category, urgency)
@@ -316,6 +332,24 @@ class DemandService:
                 await self._post_public(s, d, community)
         return Filed(d, community)
 
+    async def _may_file_privately(self, s: AsyncSession, community_id: int, user_id: int) -> bool:
+        """Seen in one of the community's chats, came by its filing link, or one of its secretaries:
+        a stranger cannot flood the secretaries of every community."""
+        seen = await s.scalar(
+            select(ChatMember.user_id)
+            .join(Chat, Chat.id == ChatMember.chat_id)
+            .where(Chat.community_id == community_id, ChatMember.user_id == user_id, ChatMember.status.in_(PRESENT))
+            .limit(1)
+        )
+        if seen is not None or await s.get(CommunityVisitor, (community_id, user_id)) is not None:
+            return True
+        return await self._is_secretary(s, community_id, user_id)
+
+    async def check_quota(self, *, actor_id: int, kind: str = "file") -> None:
+        """Refuse before a form is filled in when the person has no filing left this hour."""
+        async with self.ctx.read() as s:
+            await quota.check(s, actor_id, kind, self.ctx.settings.filing_limit_per_hour, self.ctx.clock())
+
     async def _announce_new(self, s: AsyncSession, d: Demand, community: Community) -> None:
         """Secretaries hear of every new demand, with a button to accept it."""
         def fold(tr: Translator) -> Fold:
@@ -338,6 +372,7 @@ class DemandService:
         )
         tr = Translator(community.locale or self._locale)
         for chat in chats:
+            await upsert(s, DemandPost, {"demand_id": d.id, "chat_id": chat.id}, ["demand_id", "chat_id"])
             await enqueue(
                 s, chat_id=chat.id, thread_id=chat.topic_id, community_id=community.id,
                 text=tr("public_demand", n=d.number, category=category_name(tr, d.category), text=excerpt(d.text)),
@@ -346,7 +381,21 @@ class DemandService:
 
     # ------------------------------------------------------------------ reading
 
-    async def view(self, *, actor_id: int, community_id: int, number: int) -> DemandView:
+    async def _shown(self, s: AsyncSession, demands: list[Demand], chat_id: int | None) -> dict[int, Shown]:
+        """What the chat `chat_id` (None or a private chat: the viewer alone) may see of each demand."""
+        if chat_id is None or chat_id > 0:
+            return {d.id: Shown.FULL for d in demands}
+        chat = await s.get(Chat, chat_id)
+        posted = set(await s.scalars(
+            select(DemandPost.demand_id).where(DemandPost.chat_id == chat_id,
+                                               DemandPost.demand_id.in_([d.id for d in demands]))
+        )) if demands else set()
+        kind = chat.kind if chat is not None else None
+        return {d.id: shown_in(d, chat_id, kind, posted=d.id in posted) for d in demands}
+
+    async def view(self, *, actor_id: int, community_id: int, number: int, chat_id: int | None = None) -> DemandView:
+        """The card for `actor_id`, cut to what the chat it will be shown in (`chat_id`) may see:
+        the full record only privately."""
         async with self.ctx.read() as s:
             d = await self._demand(s, community_id, number)
             if not await self._may_see(s, d, actor_id):
@@ -360,6 +409,9 @@ class DemandService:
                     .order_by(DemandEvent.id)
                 )
             ).all()
+            subject_ids = {ev.subject_id for ev, _ in rows if ev.subject_id is not None}
+            subjects = {u.id: u for u in await s.scalars(select(User).where(User.id.in_(subject_ids)))} \
+                if subject_ids else {}
             dup_of = None
             if d.duplicate_of_id is not None:
                 dup_of = await s.scalar(select(Demand.number).where(Demand.id == d.duplicate_of_id))
@@ -371,10 +423,15 @@ class DemandService:
                 duplicate_of=dup_of,
                 events=[(ev, user) for ev, user in rows],
                 secretary=await self._is_secretary(s, community_id, actor_id),
+                shown=(await self._shown(s, [d], chat_id))[d.id],
+                in_group=chat_id is not None and chat_id < 0,
+                subjects=subjects,
             )
 
-    async def listing(self, *, actor_id: int, community_id: int, scope: str | None) -> Listing:
-        """Residents see their own; members also what was dispatched to them; secretaries all."""
+    async def listing(self, *, actor_id: int, community_id: int, scope: str | None,
+                      chat_id: int | None = None) -> Listing:
+        """Residents see their own; members also what was dispatched to them; secretaries all.
+        Each line as far as the chat it is shown in (`chat_id`) may see it."""
         scope = (scope or "").strip().lower() or None
         if scope is not None and scope not in SCOPES:
             raise UserError("err_demands_usage")
@@ -391,7 +448,8 @@ class DemandService:
                 q = q.where(Demand.state.in_([str(x) for x in OPEN]), Demand.resolve_by < self.ctx.clock())
             total = await s.scalar(select(func.count()).select_from(q.subquery())) or 0
             rows = list(await s.scalars(q.order_by(Demand.number.desc()).limit(LIST_LIMIT)))
-        return Listing(rows, int(total), scope, secretary)
+            shown = await self._shown(s, rows, chat_id)
+        return Listing(rows, int(total), scope, secretary, shown)
 
     async def by_id(self, demand_id: int) -> Demand | None:
         async with self.ctx.read() as s:
@@ -430,7 +488,7 @@ class DemandService:
             d.accepted_at = d.accepted_at or now  # dispatching is accepting, at the latest
             d.assigned_at = now
             d.assignee_id = assignee_id
-            key = await self._log(s, d, actor_id, Action.ASSIGN, before, member.display_name)
+            key = await self._log(s, d, actor_id, Action.ASSIGN, before, subject_id=member.id)
             await self._tell_people(s, d, community, _text("note_assigned", n=d.number, name=member.display_name),
                                     key=key, skip=assignee_id)
             await self._tell_assignee(s, d, community, member, key)
@@ -694,15 +752,22 @@ class DemandService:
             if chat.kind != "resident":
                 raise UserError("err_report_where")
             community = await self._community(s, chat.community_id)
+            await quota.take(s, actor_id, "report", self.ctx.settings.filing_limit_per_hour, self.ctx.clock())
             title = chat.title or str(chat_id)
 
-            def render(tr: Translator) -> tuple[str, Keyboard | None]:
-                body = reported_text if reported_text else str(tr("report_no_text"))
-                return tr("alert_report", chat=title, reporter=reporter_name, author=author_name or "-",
-                          text=body), None
+            def render_as(private: bool) -> Render:
+                def render(tr: Translator) -> tuple[str, Keyboard | None]:
+                    body = reported_text if reported_text else str(tr("report_no_text"))
+                    # Who reported stays between them and the secretaries, not the member chat.
+                    reporter = reporter_name if private else str(tr("someone_anonymous"))
+                    return tr("alert_report", chat=title, reporter=reporter, author=author_name or "-",
+                              text=body), None
+
+                return render
 
             stamp = self.ctx.clock().timestamp()
-            await self._alert(s, community, render, key=f"report:{chat_id}:{actor_id}:{stamp}")
+            await self._alert(s, community, render_as(True), key=f"report:{chat_id}:{actor_id}:{stamp}",
+                              group_render=render_as(False))
         return community
 
     # ------------------------------------------------------------------ timers
@@ -738,23 +803,39 @@ class DemandService:
 
     async def _export_user(self, s: AsyncSession, user_id: int) -> dict[str, Any]:
         filed = select(Demand).where(or_(Demand.submitter_id == user_id, Demand.filed_by_id == user_id))
+        about = select(DemandEvent).where(DemandEvent.subject_id == user_id, DemandEvent.actor_id != user_id)
         return {
             "filed": [row_dict(r) for r in await s.scalars(filed)],
             "assigned": [row_dict(r) for r in await s.scalars(select(Demand).where(Demand.assignee_id == user_id))],
             "timeline": [
                 row_dict(r) for r in await s.scalars(select(DemandEvent).where(DemandEvent.actor_id == user_id))
             ],
+            "timeline_about_you": [row_dict(r) for r in await s.scalars(about)],
             "following": [
                 row_dict(r) for r in await s.scalars(select(DemandFollower).where(DemandFollower.user_id == user_id))
             ],
         }
 
     async def _forget_user(self, s: AsyncSession, user_id: int) -> None:
-        """Their demands stay in the ledger, anonymised, so the rates do not change."""
+        """Their demands stay in the ledger, anonymised, so the rates do not change: no link to them,
+        and their names out of the texts kept (theirs and others' notes)."""
+        who = await identity(s, user_id)
+        theirs = Demand.community_id.in_(sorted(await communities_of_person(s, user_id)))
+        placeholder = str(Translator(self._locale)("someone_anonymous"))
         await s.execute(update(Demand).where(Demand.submitter_id == user_id).values(submitter_id=None))
         await s.execute(update(Demand).where(Demand.filed_by_id == user_id).values(filed_by_id=None))
         await s.execute(update(Demand).where(Demand.assignee_id == user_id).values(assignee_id=None))
+        # Filed in their private chat: its id is theirs.
+        await s.execute(update(Demand).where(Demand.origin_chat_id == user_id).values(origin_chat_id=None,
+                                                                                     origin_message_id=None))
         await s.execute(update(DemandEvent).where(DemandEvent.actor_id == user_id).values(actor_id=None))
+        await s.execute(update(DemandEvent).where(DemandEvent.subject_id == user_id).values(subject_id=None))
+        for column in (Demand.text, Demand.location, Demand.resolution_note, Demand.rejection_reason,
+                       Demand.rating_comment):
+            await redact_column(s, Demand, column, who, placeholder, theirs)
+        # Notes naming them (assign notes written before assignees were kept by id held the name itself).
+        await redact_column(s, DemandEvent, DemandEvent.note, who, placeholder,
+                            DemandEvent.demand_id.in_(select(Demand.id).where(theirs)))
         await s.execute(delete(DemandFollower).where(DemandFollower.user_id == user_id))
 
     # ------------------------------------------------------------------ concurrency
@@ -768,3 +849,33 @@ class DemandService:
                 yield s
         except StaleDataError:
             raise UserError("err_demand_conflict") from None
+
+    # ------------------------------------------------------------------ inside another service's unit of work
+
+    async def accept_in(self, s: AsyncSession, d: Demand, actor_id: int, note: str | None = None) -> None:
+        """Accept `d` inside a transaction the caller holds (e.g. /totask); a no-op unless new or reopened."""
+        if d.state not in (State.NEW, State.REOPENED):
+            return
+        community = await self._community(s, d.community_id)
+        before = d.state
+        d.state = self._move(d, Action.ACCEPT)
+        d.accepted_at = d.accepted_at or self.ctx.clock()
+        key = await self._log(s, d, actor_id, Action.ACCEPT, before, note)
+        await self._tell_people(s, d, community, _text("note_accepted", n=d.number), key=key)
+
+    async def resolve_in(self, s: AsyncSession, d: Demand, actor_id: int | None, note: str,
+                         photo: str | None = None) -> None:
+        """办结 inside a transaction the caller holds (a confirmed task resolves its demand): the same
+        steps as resolve() — timeline, rating buttons to the submitter, the re-ask timer. A second
+        transaction would wait for the caller's own lock on SQLite."""
+        community = await self._community(s, d.community_id)
+        before = d.state
+        d.state = self._move(d, Action.RESOLVE)
+        now = self.ctx.clock()
+        d.accepted_at = d.accepted_at or now
+        d.resolved_at = now
+        d.resolution_note = note[:MAX_NOTE]
+        d.resolution_photo = photo
+        key = await self._log(s, d, actor_id, Action.RESOLVE, before, d.resolution_note)
+        await self._ask_rating(s, d, community, key=key)
+        await add_job(s, JOB_REASK, d.id, now + parse_duration(self.ctx.settings.rating_reask_after), _guard(now))

@@ -41,6 +41,7 @@ async def enqueue(
     chat_id: int,
     text: str,
     community_id: int | None = None,
+    user_id: int | None = None,
     thread_id: int | None = None,
     reply_to_message_id: int | None = None,
     keyboard: Keyboard | None = None,
@@ -56,6 +57,7 @@ async def enqueue(
 ) -> Outbox | None:
     """Store one message to send. With a dedup_key, a second enqueue of the same key is a no-op.
 
+    `user_id` is the person the message is for (privately or by a mention): /forget cancels by it.
     `fallback` ({"chat_id", "thread_id", "reply_to", "text"}) is where a private message goes
     instead if its person has blocked the bot; `edit_of` makes the row an edit of the message
     another row sent (resolved when it is delivered)."""
@@ -68,6 +70,7 @@ async def enqueue(
     row = Outbox(
         community_id=community_id,
         chat_id=chat_id,
+        user_id=user_id if user_id is not None else (chat_id if chat_id > 0 else None),
         thread_id=thread_id,
         reply_to_message_id=reply_to_message_id,
         text=text,
@@ -132,14 +135,15 @@ async def notify_user(
             "text": str(in_group),
         }
         return await enqueue(
-            session, chat_id=user.id, text=text, keyboard=keyboard, community_id=community.id if community else None,
-            ref=ref, dedup_key=dedup_key, fallback=fallback,
+            session, chat_id=user.id, user_id=user.id, text=text, keyboard=keyboard,
+            community_id=community.id if community else None, ref=ref, dedup_key=dedup_key, fallback=fallback,
         )
     if fallback_chat_id is None:
         return None
     return await enqueue(
         session,
         chat_id=fallback_chat_id,
+        user_id=user.id,
         thread_id=fallback_thread_id,
         reply_to_message_id=fallback_reply_to,
         text=in_group,
@@ -158,32 +162,36 @@ async def alert_secretaries(
     *,
     default_locale: str,
     dedup_key: str | None = None,
+    group_render: Render | None = None,
     fold: Callable[[Translator], Fold] | None = None,
 ) -> int:
     """Privately to each secretary who started the bot; if none has, to the member chat(s).
 
+    Returns how many were told. A secretary whose copy was queued already (the same dedup_key)
+    counts as told: falling back to the member chat then would post there what was meant for the
+    secretaries alone. The member chat gets `group_render` (what a group may see) when given.
     With `fold`, alerts that queue behind one secretary's limit go out folded into one message."""
-    sent = 0
+    told = 0
     for user in secretaries:
         if user.started:
             tr = Translator(locale_of(user, community, default_locale))
             text, keyboard = render(tr)
             key = f"{dedup_key}:u{user.id}" if dedup_key else None
-            if await enqueue(session, chat_id=user.id, text=text, keyboard=keyboard, community_id=community.id,
-                             dedup_key=key, fold=fold(tr) if fold else None):
-                sent += 1
-    if sent:
-        return sent
+            await enqueue(session, chat_id=user.id, user_id=user.id, text=text, keyboard=keyboard,
+                          community_id=community.id, dedup_key=key, fold=fold(tr) if fold else None)
+            told += 1  # queued now, or already by the earlier call with this key
+    if told:
+        return told
     chats = await session.scalars(
         select(Chat).where(Chat.community_id == community.id, Chat.kind == "member", Chat.bot_status != "left")
     )
     tr = Translator(community.locale or default_locale)
-    text, keyboard = render(tr)
+    text, keyboard = (group_render or render)(tr)
     for chat in chats:
         key = f"{dedup_key}:c{chat.id}" if dedup_key else None
-        if await enqueue(
+        await enqueue(
             session, chat_id=chat.id, thread_id=chat.topic_id, text=text, keyboard=keyboard, community_id=community.id,
             dedup_key=key,
-        ):
-            sent += 1
-    return sent
+        )
+        told += 1
+    return told

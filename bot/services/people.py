@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from bot.services.base import ServiceContext
+from bot.services.erasure import communities_of_person, erase_shared, export_shared, identity
 from bot.services.errors import UserError
 from bot.services.personal import row_dict
 from bot.services.roles import PRESENT, CommunityRoles
@@ -24,7 +25,7 @@ from bot.storage.models import (
 )
 from bot.storage.upsert import upsert
 from bot.transport.port import Event, EventKind
-from bot.ui.i18n import LOCALES
+from bot.ui.i18n import LOCALES, t
 
 
 class _TtlSet:
@@ -176,20 +177,21 @@ class PeopleService:
                 "conversations": [
                     row_dict(r) for r in await s.scalars(select(Conversation).where(Conversation.user_id == user_id))
                 ],
-                "audit_log": [
-                    row_dict(r) for r in await s.scalars(select(AuditEntry).where(AuditEntry.actor_id == user_id))
-                ],
+                **await export_shared(s, user_id),
             }
             for name, exporter in self.ctx.personal.exporters:
                 doc[name] = await exporter(s, user_id)
         return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8")
 
     async def forget(self, user_id: int) -> None:
-        """/forget: erase the person. What they filed or did stays, anonymised, so the rates hold."""
+        """/forget: erase the person. What they filed or did stays, anonymised, so the rates hold;
+        nothing addressed to them is delivered any more; their names leave the texts that stay."""
         async with self.ctx.tx() as s:
+            who = await identity(s, user_id)
+            communities = await communities_of_person(s, user_id)
             for _name, eraser in self.ctx.personal.erasers:
                 await eraser(s, user_id)
-            await s.execute(update(AuditEntry).where(AuditEntry.actor_id == user_id).values(actor_id=None))
+            await erase_shared(s, who, str(t(self.ctx.settings.default_locale, "someone_anonymous")), communities)
             await s.execute(update(Community).where(Community.created_by == user_id).values(created_by=None))
             await s.execute(update(Chat).where(Chat.bound_by == user_id).values(bound_by=None))
             for model in (ChatMember, Secretary, Conversation):

@@ -59,7 +59,7 @@ def message_events(message: Any, update_id: int, bot_username: str | None) -> li
             changes.append((to_user(message.left_chat_member), "member", "left"))
         return [
             Event(EventKind.MEMBER, chat, actor or member, update_id=update_id,
-                  member_change=MemberChange(member, old, new))
+                  member_change=MemberChange(member, old, new, via_service_message=True))
             for member, old, new in changes
         ]
     if message.from_user is None:  # channel posts and anonymous admins: nobody to answer

@@ -78,6 +78,9 @@ class MemberChange:
     member: User
     old_status: str | None
     new_status: str  # "member", "administrator", "creator", "left", "kicked", "restricted"
+    # From a new_chat_members / left_chat_member service message (statuses guessed), not from a
+    # my_chat_member / chat_member update (statuses as Telegram has them).
+    via_service_message: bool = False
 
     @property
     def joined(self) -> bool:

@@ -20,16 +20,32 @@ STAR = "⭐"
 class Shown(StrEnum):
     """How much of a demand a chat may see."""
 
-    FULL = "full"
-    EXCERPT = "excerpt"  # number, category and an excerpt: a form demand its submitter let be shown
-    HIDDEN = "hidden"  # a form demand its submitter kept private
+    FULL = "full"  # a private chat (the service checks who), or the group it was typed in
+    EXCERPT = "excerpt"  # number, category and an excerpt: where the submitter let it be shown
+    HIDDEN = "hidden"  # its number and state only
 
 
-def shown_in(d: Demand, chat_kind: str | None) -> Shown:
-    """Resident chats see what was typed there, and of form demands only what the submitter chose."""
-    if chat_kind != "resident" or (d.origin_chat_id is not None and d.origin_chat_id < 0):
+def shown_in(d: Demand, chat_id: int | None, chat_kind: str | None, *, posted: bool = False) -> Shown:
+    """What the chat `chat_id` may see of `d` (None: a private chat).
+
+    A demand typed in a group is public there and only there. Elsewhere: a public one (typed in a
+    group, or a form demand whose submitter said yes) shows its excerpt in the resident chats it
+    was posted to (`posted`) and in the community's member chats, where secretaries and members
+    work on it; a private one shows nothing.
+    """
+    if chat_id is None or chat_id > 0:
         return Shown.FULL
-    return Shown.EXCERPT if d.public else Shown.HIDDEN
+    if d.origin_chat_id is not None and chat_id == d.origin_chat_id:
+        return Shown.FULL
+    if d.public and (posted or chat_kind == "member"):
+        return Shown.EXCERPT
+    return Shown.HIDDEN
+
+
+# Steps whose note is the submitter's own words, given privately (a rating comment): not for groups.
+PRIVATE_NOTES = frozenset({"rate", "comment", "not_fixed"})
+# Steps the bot takes by itself (a timer); any other step without an actor was a forgotten person's.
+SYSTEM_ACTIONS = frozenset({"remind", "overdue"})
 
 
 @dataclass
@@ -43,6 +59,9 @@ class DemandView:
     duplicate_of: int | None  # the number of the demand this one duplicates
     events: list[tuple[DemandEvent, UserRow | None]]
     secretary: bool  # the viewer is a secretary: sees who filed it
+    shown: Shown = Shown.FULL  # what the chat it is shown in may see
+    in_group: bool = False  # shown in a group: never the submitter's name
+    subjects: dict[int, UserRow] | None = None  # people the timeline's steps were about (assignees)
 
 
 def stars(k: int) -> str:
@@ -68,10 +87,11 @@ def person(tr: Translator, user: UserRow | None) -> Html:
 def demand_line(tr: Translator, d: Demand, now: datetime, *, shown: Shown) -> Html:
     """One line of /demands: number, state, category, excerpt, and the clickable /view_n."""
     overdue = tr("overdue_mark") if is_overdue(d.state, d.resolve_by, now) else Html("")
-    text = tr("not_public") if shown == Shown.HIDDEN else esc(excerpt(d.text))
+    if shown == Shown.HIDDEN:
+        return tr("demand_line_hidden", n=d.number, state=state_name(tr, d.state), overdue=overdue)
     return tr(
         "demand_line", n=d.number, state=state_name(tr, d.state), category=category_name(tr, d.category),
-        text=text, overdue=overdue,
+        text=esc(excerpt(d.text)), overdue=overdue,
     )
 
 
@@ -88,33 +108,49 @@ def accept_keyboard(tr: Translator, demand_id: int) -> Keyboard:
     return Keyboard.of([Button(str(tr("btn_accept")), f"dacc:{demand_id}")])
 
 
-def event_line(tr: Translator, ev: DemandEvent, actor: UserRow | None, tz: str) -> Html:
+def event_line(tr: Translator, ev: DemandEvent, actor: UserRow | None, tz: str, *,
+               subject: UserRow | None = None, show_note: bool = True, hide_actor: bool = False) -> Html:
     when = format_when(ev.created_at, tr.locale, tz)
-    who = person(tr, actor) if ev.actor_id is not None or actor is not None else tr("actor_system")
+    if hide_actor:
+        who = tr("someone_anonymous")
+    elif actor is None and ev.action in SYSTEM_ACTIONS:
+        who = tr("actor_system")
+    else:
+        who = person(tr, actor)  # a person who used /forget shows as anonymous
     what = tr(f"act_{ev.action}")
-    note = tr("event_note", note=ev.note) if ev.note else Html("")
+    note_text: str | Html | None = ev.note if show_note else None
+    if ev.action == "assign":
+        # The assignee is named from the users table, so /forget leaves no name in the ledger.
+        note_text = person(tr, subject) if ev.subject_id is not None or subject is not None else ev.note
+    note = tr("event_note", note=note_text) if note_text else Html("")
     return tr("event_line", when=when, who=who, what=what, note=note)
 
 
-def demand_card(tr: Translator, view: DemandView, now: datetime, *, shown: Shown) -> Html:
-    d, tz = view.demand, view.timezone
+def demand_card(tr: Translator, view: DemandView, now: datetime) -> Html:
+    """The demand with its timeline, as much as the chat it is shown in may see (`view.shown`).
+
+    Privately: everything the viewer may see (the submitter's name for secretaries). In a group,
+    never the submitter's name, nor their entries' names or private words; where the demand is
+    not public, only its number and state, and a pointer to the private chat."""
+    d, tz, shown = view.demand, view.timezone, view.shown
+    if shown == Shown.HIDDEN:
+        return tr("card_hidden_here", n=d.number, state=state_name(tr, d.state))
     lines = [
         tr(
             "card_head", n=d.number, category=category_name(tr, d.category), urgency=urgency_name(tr, d.urgency),
             state=state_name(tr, d.state),
         )
     ]
-    if shown == Shown.FULL:
+    full = shown == Shown.FULL
+    if full:
         lines.append(tr("card_text", text=d.text))
         if d.location:
             lines.append(tr("card_location", location=d.location))
         if d.photo_file_id:
             lines.append(tr("card_photo"))
-    elif shown == Shown.EXCERPT:
-        lines.append(tr("card_text", text=excerpt(d.text)))
     else:
-        lines.append(tr("card_hidden"))
-    if view.secretary and shown == Shown.FULL:
+        lines.append(tr("card_text", text=excerpt(d.text)))
+    if view.secretary and not view.in_group:
         lines.append(tr("card_submitter", name=person(tr, view.submitter)))
     if view.assignee is not None:
         lines.append(tr("card_assignee", name=person(tr, view.assignee)))
@@ -124,16 +160,25 @@ def demand_card(tr: Translator, view: DemandView, now: datetime, *, shown: Shown
             lines.append(tr("card_accept_by", when=format_when(d.accept_by, tr.locale, tz)))
         key = "card_resolve_by_overdue" if is_overdue(d.state, d.resolve_by, now) else "card_resolve_by"
         lines.append(tr(key, when=format_when(d.resolve_by, tr.locale, tz)))
-    if d.resolution_note and d.state in (State.RESOLVED, State.RATED):
+    if full and d.resolution_note and d.state in (State.RESOLVED, State.RATED):
         lines.append(tr("card_resolution", note=d.resolution_note))
-    if d.rejection_reason and d.state == State.REJECTED:
+    if full and d.rejection_reason and d.state == State.REJECTED:
         lines.append(tr("card_rejection", reason=d.rejection_reason))
     if view.duplicate_of is not None and d.state == State.DUPLICATE:
         lines.append(tr("card_duplicate_of", m=view.duplicate_of))
     if d.rating is not None:
         lines.append(tr("card_rating", stars=stars(d.rating)))
-        if d.rating_comment:
+        if d.rating_comment and not view.in_group:
             lines.append(tr("card_rating_comment", comment=d.rating_comment))
     lines.append(tr("card_timeline"))
-    lines.extend(event_line(tr, ev, actor, tz) for ev, actor in view.events)
+    subjects = view.subjects or {}
+    for ev, actor in view.events:
+        by_submitter = ev.actor_id is not None and ev.actor_id == d.submitter_id
+        lines.append(event_line(
+            tr, ev, actor, tz, subject=subjects.get(ev.subject_id) if ev.subject_id is not None else None,
+            show_note=full and not (view.in_group and ev.action in PRIVATE_NOTES),
+            hide_actor=view.in_group and by_submitter,
+        ))
+    if view.in_group:
+        lines.append(tr("card_full_privately", n=d.number))
     return Html("\n".join(lines))

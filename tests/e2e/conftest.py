@@ -25,8 +25,9 @@ async def tg() -> AsyncIterator[FakeTelegram]:
 
 
 @pytest.fixture
-async def bot(tg: FakeTelegram, framework: str, tmp_path: Path) -> AsyncIterator[BotUnderTest]:
-    under_test = BotUnderTest(tg, framework, tmp_path)
+async def bot(tg: FakeTelegram, framework: str, tmp_path: Path, database_url: str) -> AsyncIterator[BotUnderTest]:
+    # database_url: SQLite, or PostgreSQL too for a test marked both_databases (tests/conftest.py).
+    under_test = BotUnderTest(tg, framework, tmp_path, database_url=database_url)
     await under_test.start()
     try:
         yield under_test

@@ -48,6 +48,7 @@ async def test_bad_request_is_logged_not_retried(
     await tg.wait_text(user["id"], "/help")
 
 
+@pytest.mark.both_databases
 async def test_outbox_resumes_after_restart_without_duplicates(
     tg: FakeTelegram, bot: BotUnderTest, tmp_path: object
 ) -> None:

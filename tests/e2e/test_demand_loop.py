@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from bot.storage.models import Demand, DemandEvent
@@ -146,6 +147,7 @@ async def test_duplicate_and_rejection(tg: FakeTelegram, bot: BotUnderTest) -> N
     assert {"duplicate", "merged", "reject"} <= set(actions)
 
 
+@pytest.mark.both_databases  # restarts mid-form
 async def test_private_form_keeps_privacy(tg: FakeTelegram, bot: BotUnderTest) -> None:
     w = await community(tg, bot)
     sec, res_user, res, mem = w["sec"], w["res_user"], w["res"], w["mem"]

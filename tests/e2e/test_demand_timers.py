@@ -17,8 +17,8 @@ SHORT = {"sla_overrides": {"*": {"*": {"accept": "2s", "resolve": "1h"}}}, "rati
 
 
 @pytest.fixture
-async def quick_bot(tg: FakeTelegram, framework: str, tmp_path: Path) -> AsyncIterator[BotUnderTest]:
-    under_test = BotUnderTest(tg, framework, tmp_path, **SHORT)
+async def quick_bot(tg: FakeTelegram, framework: str, tmp_path: Path, database_url: str) -> AsyncIterator[BotUnderTest]:
+    under_test = BotUnderTest(tg, framework, tmp_path, database_url=database_url, **SHORT)
     await under_test.start()
     try:
         yield under_test
@@ -31,6 +31,7 @@ def count(tg: FakeTelegram, chat_id: int, substring: str) -> int:
                and r.method != "answerCallbackQuery")
 
 
+@pytest.mark.both_databases
 async def test_accept_reminder_fires_once_across_restart(tg: FakeTelegram, quick_bot: BotUnderTest) -> None:
     w = await community(tg, quick_bot)
     sec, res_user, res = w["sec"], w["res_user"], w["res"]
@@ -55,6 +56,7 @@ async def test_accept_reminder_fires_once_across_restart(tg: FakeTelegram, quick
     assert not [r for r in tg.sent if r.text and "超过受理时限" in r.text and "#2" in r.text]
 
 
+@pytest.mark.both_databases
 async def test_rating_reask_once_across_restart(tg: FakeTelegram, quick_bot: BotUnderTest) -> None:
     w = await community(tg, quick_bot)
     sec, res_user, res = w["sec"], w["res_user"], w["res"]

@@ -77,9 +77,11 @@ async def test_bind_roles_lang_forget(tg: FakeTelegram, bot: BotUnderTest) -> No
     # /forget asks, then erases the user.
     tg.send(resident, tg.private_chat(resident), "/forget")
     rec = await tg.wait_text(resident["id"], "Erase your personal data")
-    tg.click(resident, rec.message, "erase")
-    await tg.wait_text(resident["id"], "has been erased")
+    query = tg.click(resident, rec.message, "erase")
     await bot.settle()
+    # Said in a pop-up: a message would be stored for the person just erased.
+    (answer,) = [r for r in tg.sent_by("answerCallbackQuery") if r.params.get("callback_query_id") == query["id"]]
+    assert "has been erased" in str(answer.params.get("text"))
     assert bot.app is not None
     async with bot.app.services.ctx.read() as s:
         assert await s.get(User, resident["id"]) is None

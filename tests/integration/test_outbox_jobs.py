@@ -688,3 +688,118 @@ async def test_a_job_running_at_stop_is_not_lost(engine: AsyncEngine) -> None:
     finally:
         await second.stop()
     assert (await load_job(sessions, job_id)).result == "ok"
+
+
+# ---- jobs: the next window, batches
+
+
+async def test_only_the_next_window_is_armed_and_later_sweeps_arm_the_rest(engine: AsyncEngine) -> None:
+    sessions = make_session_factory(engine)
+    clock = ManualClock(datetime.now(UTC))
+    near = await new_job(sessions, clock() + timedelta(seconds=30), ref_id=1)
+    far = await new_job(sessions, clock() + timedelta(hours=1), ref_id=2)
+    handler = Counter()
+    runner = JobRunner(sessions, clock=clock, sweep_seconds=3600, window_seconds=60)
+    runner.register("remind", handler)
+    await runner.start()
+    try:
+        assert runner.is_armed(near) and not runner.is_armed(far) and runner.armed == 1
+        clock.advance(timedelta(minutes=59, seconds=30))
+        await runner.sweep()
+        assert runner.is_armed(far)
+        await until(lambda: len(handler.runs) == 1, within=3.0)  # the timer follows the clock
+        assert [r[2] for r in handler.runs] == [1] and runner.is_armed(far)
+    finally:
+        await runner.stop()
+    assert runner.armed == 0
+
+
+async def test_due_jobs_fire_together_in_one_batch_handler_call(engine: AsyncEngine) -> None:
+    sessions = make_session_factory(engine)
+    clock = ManualClock(datetime.now(UTC))
+    ids = [await new_job(sessions, clock(), ref_id=n) for n in range(1, 8)]
+    calls: list[list[int]] = []
+
+    async def many(session: AsyncSession, jobs: list[Job]) -> dict[int, str | None]:
+        calls.append([j.ref_id for j in jobs])
+        session.add_all([Outbox(chat_id=-j.ref_id, text=f"r{j.ref_id}") for j in jobs])
+        return {j.id: "batched" for j in jobs}
+
+    runner = JobRunner(sessions, clock=clock)
+    runner.register_batch("remind", many)
+    results = await runner.fire_many(ids)
+    assert calls == [[1, 2, 3, 4, 5, 6, 7]]
+    assert results == {i: "batched" for i in ids}
+    assert await runner.fire_many(ids) == {}  # once
+    assert {(await load_job(sessions, i)).result for i in ids} == {"batched"}
+    assert len(await load_rows(sessions)) == 7
+
+
+async def test_a_broken_job_in_a_batch_holds_up_no_other(engine: AsyncEngine) -> None:
+    sessions = make_session_factory(engine)
+    clock = ManualClock(datetime.now(UTC))
+    ids = [await new_job(sessions, clock(), ref_id=n) for n in range(1, 5)]
+
+    async def many(session: AsyncSession, jobs: list[Job]) -> dict[int, str | None]:
+        session.add_all([Outbox(chat_id=-j.ref_id, text=f"r{j.ref_id}") for j in jobs])
+        await session.flush()
+        if any(j.ref_id == 3 for j in jobs):
+            raise RuntimeError("job 3 is broken")
+        return {j.id: "ok" for j in jobs}
+
+    runner = JobRunner(sessions, clock=clock)
+    runner.register_batch("remind", many)
+    results = await runner.fire_many(ids)
+    assert results == {ids[0]: "ok", ids[1]: "ok", ids[2]: "error", ids[3]: "ok"}
+    assert sorted(r.text for r in await load_rows(sessions)) == ["r1", "r2", "r4"]  # the failed batch rolled back
+    broken = await load_job(sessions, ids[2])
+    assert broken.done_at is None and broken.attempts == 1 and broken.due_at == clock() + timedelta(seconds=10)
+
+
+async def test_two_runners_firing_the_same_batch_run_each_job_once(two: tuple[Sessions, Sessions]) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    ids = [await new_job(two[0], clock(), ref_id=n) for n in range(1, 41)]
+    handler = Counter(delay=0.002)
+    ra, rb = JobRunner(two[0], clock=clock, batch=10), JobRunner(two[1], clock=clock, batch=10)
+    ra.register("remind", handler)
+    rb.register("remind", handler)
+    halves = [ra.fire_many(ids[i : i + 10]) for i in range(0, 40, 10)] + [
+        rb.fire_many(ids[i : i + 10]) for i in range(0, 40, 10)]
+    results = await asyncio.gather(*halves)
+    ran = sorted(r[0] for r in handler.runs)
+    assert ran == ids  # every job once, whichever runner got it
+    assert sum(len(r) for r in results) == 40
+
+
+async def test_the_timer_fires_a_job_at_its_time(engine: AsyncEngine) -> None:
+    sessions = make_session_factory(engine)
+    handler = Counter()
+    runner = JobRunner(sessions, sweep_seconds=30)
+    runner.register("remind", handler)
+    await runner.start()
+    try:
+        due = datetime.now(UTC) + timedelta(seconds=0.4)
+        async with writing(sessions) as session:
+            await add_job(session, "remind", 9, due)
+        runner.wake()
+        await until(lambda: len(handler.runs) == 1, within=3.0)
+        fired = datetime.now(UTC)
+    finally:
+        await runner.stop()
+    assert timedelta(0) <= fired - due < timedelta(seconds=1)
+
+
+async def test_a_failed_job_is_armed_again_for_its_retry(engine: AsyncEngine) -> None:
+    sessions = make_session_factory(engine)
+    clock = ManualClock(datetime.now(UTC))
+    job_id = await new_job(sessions, clock())
+    handler = Counter(fail=True)
+    runner = JobRunner(sessions, clock=clock, sweep_seconds=3600)
+    runner.register("remind", handler)
+    await runner.start()
+    try:
+        await until(lambda: len(handler.runs) == 1 and not runner._running and runner.is_armed(job_id), within=3.0)
+        retry = await load_job(sessions, job_id)
+        assert retry.attempts == 1 and retry.due_at == clock() + timedelta(seconds=10)
+    finally:
+        await runner.stop()

@@ -16,8 +16,11 @@ from bot.storage.models.core import (
     Secretary,
     User,
 )
-from bot.storage.models.demands import Demand, DemandEvent, DemandFollower
+from bot.storage.models.demands import Demand, DemandEvent, DemandFollower, DemandPost
+from bot.storage.models.meetings import Meeting, MeetingAttendee
 from bot.storage.models.notices import ChatMove, Notice, NoticeAck, NoticeDelivery
+from bot.storage.models.privacy import CommunityVisitor, QuotaEvent
+from bot.storage.models.tasks import Task, TaskClaim, TaskPost, VolunteerSkill
 
 __all__ = [
     "AuditEntry",
@@ -26,18 +29,27 @@ __all__ = [
     "Chat",
     "ChatMember",
     "Community",
+    "CommunityVisitor",
     "Conversation",
     "Counter",
     "Demand",
     "DemandEvent",
     "DemandFollower",
+    "DemandPost",
     "Job",
     "Notice",
     "NoticeAck",
     "NoticeDelivery",
+    "Meeting",
+    "MeetingAttendee",
     "Outbox",
+    "QuotaEvent",
     "Secretary",
+    "Task",
+    "TaskClaim",
+    "TaskPost",
     "UTCDateTime",
     "User",
+    "VolunteerSkill",
     "utcnow",
 ]

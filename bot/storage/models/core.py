@@ -32,6 +32,8 @@ class Community(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_by: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The filing link's secret, `t.me/<bot>?start=d<token>`; made on the first /link, replaced by /link new.
+    link_token: Mapped[str | None] = mapped_column(String(32), unique=True)
 
 
 class Chat(Base):
@@ -136,6 +138,8 @@ class Outbox(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     community_id: Mapped[int | None] = mapped_column(ForeignKey("communities.id", ondelete="CASCADE"))
     chat_id: Mapped[int] = mapped_column(BigInteger)
+    # The person the message is for (privately, or by a mention in a group): /forget cancels by it.
+    user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     thread_id: Mapped[int | None] = mapped_column(BigInteger)
     reply_to_message_id: Mapped[int | None] = mapped_column(BigInteger)
     text: Mapped[str] = mapped_column(Text)
@@ -187,6 +191,8 @@ class Job(Base):
     ref_id: Mapped[int] = mapped_column()
     # Identifies the occasion (e.g. the deadline it was made for); a moved deadline is a new job.
     guard: Mapped[str] = mapped_column(String(64), default="")
+    # The person a timer is about (a reminder to one claimer, say), so /forget can drop it.
+    user_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     due_at: Mapped[datetime]
     done_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)

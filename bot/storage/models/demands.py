@@ -66,6 +66,9 @@ class DemandEvent(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     demand_id: Mapped[int] = mapped_column(ForeignKey("demands.id", ondelete="CASCADE"), index=True)
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Whom the step was about (the assignee of an assign): named from the users table when shown,
+    # never copied into the note, so /forget leaves no name behind.
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     action: Mapped[str] = mapped_column(String(24))
     from_state: Mapped[str | None] = mapped_column(String(16))
     to_state: Mapped[str | None] = mapped_column(String(16))
@@ -82,3 +85,13 @@ class DemandFollower(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     origin_chat_id: Mapped[int | None] = mapped_column(BigInteger)
     origin_message_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class DemandPost(Base):
+    """A resident chat where a form demand was posted, as its submitter allowed: the only groups
+    besides the one it was typed in that may see it (number, category and an excerpt)."""
+
+    __tablename__ = "demand_posts"
+
+    demand_id: Mapped[int] = mapped_column(ForeignKey("demands.id", ondelete="CASCADE"), primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -1,7 +1,7 @@
 """notices
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0006
 Create Date: 2026-11-28 21:33:05.180950
 """
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import bot.storage.models
 
 revision: str = '0003'
-down_revision: str | None = '0001'
+down_revision: str | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
