@@ -88,7 +88,7 @@ async def file_here(ctx: Context, text: str, *, via: str, photo: str | None = No
             key="filed", head=ctx.t("fold_filed_head", n=Html("{n}")),
             line=ctx.t("fold_filed_line", name=mention(ev.user.id, ev.user.full_name), number=d.number,
                        category=params["category"], text=excerpt(d.text, 40)),
-            private_chat_id=ev.user.id if started else None,
+            private_chat_id=ev.user.id if started else None, user_id=ev.user.id,
             private_text=ctx.t("filed_private", **params) if started else None,
         )
 

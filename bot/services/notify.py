@@ -99,6 +99,7 @@ async def enqueue_message(
     Bytes (a generated photo or document) are stored in the row too."""
     row = await enqueue(
         session, chat_id=msg.chat_id, text=msg.text, community_id=community_id, thread_id=msg.thread_id,
+        user_id=msg.fold.user_id if msg.fold is not None else None,
         reply_to_message_id=msg.reply_to_message_id, keyboard=msg.keyboard, photo=msg.photo, ref=ref,
         dedup_key=dedup_key, pin=msg.pin, document_id=msg.document_id, fold=msg.fold,
         coalesce_key=msg.coalesce_key,

@@ -495,6 +495,8 @@ class OutboxWorker:
         """Mark rows final and run the final hooks, in one transaction. The hooks see the rows as
         they are now (the values applied to our copies: no query for them)."""
         ids = [r.id for r in rows]
+        # What folding or a fallback needed (names, mentions) is not kept once the row is settled.
+        values = {**values, "fold": None, "fallback": None}
         for r in rows:
             for k, v in values.items():
                 setattr(r, k, v)

@@ -171,9 +171,11 @@ class Fold:
     private_chat_id: int | None = None
     private_text: str | None = None
     tag: str | None = None
+    user_id: int | None = None  # the person it answers (their /forget cancels it while queued)
 
     def to_json(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in ("key", "line", "head", "private_chat_id", "private_text", "tag")}
+        return {k: getattr(self, k)
+                for k in ("key", "line", "head", "private_chat_id", "private_text", "tag", "user_id")}
 
     @classmethod
     def from_json(cls, data: dict[str, object] | None) -> Fold | None:
