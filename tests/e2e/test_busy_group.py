@@ -10,12 +10,15 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from bot.storage.models import Demand
 from tests.e2e.communities import TELEGRAM_LIMITS
 from tests.e2e.harness import BotUnderTest
 from tests.fakeapi.server import FakeTelegram
+
+pytestmark = pytest.mark.slow  # broadcasts and bursts at Telegram's limits take their time
 
 
 async def test_sixty_demands_in_two_seconds(tg: FakeTelegram, framework: str, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from bot.services.base import ServiceContext
@@ -20,6 +21,8 @@ from bot.storage.models import Notice, NoticeDelivery, Outbox
 from tests.e2e.communities import copies, town
 from tests.e2e.harness import BotUnderTest
 from tests.fakeapi.server import FakeTelegram
+
+pytestmark = pytest.mark.slow  # broadcasts and bursts at Telegram's limits take their time
 
 ROOT = Path(__file__).resolve().parents[2]
 MARK = "通知 #1"

@@ -15,6 +15,8 @@ from tests.e2e.harness import BotUnderTest
 from tests.fakeapi.server import FakeTelegram
 from tests.fakeapi.world import BOT_ID
 
+pytestmark = pytest.mark.slow  # broadcasts and bursts at Telegram's limits take their time
+
 
 @pytest.fixture
 async def limited(tg: FakeTelegram, framework: str, tmp_path: Path):  # type: ignore[no-untyped-def]
