@@ -137,6 +137,8 @@ class Play:
         self.page.screenshot(path=str(self.shots / f"sandbox-{name}.png"))
 
 
+# A whole community played twice in a real browser, with the bot starting from scratch each time.
+@pytest.mark.timeout(600)
 def test_demand_loop_in_a_real_browser(page: Page, sandbox: Sandbox, tmp_path: Path) -> None:
     shots = Path(os.environ.get("LINLI_SCREENSHOTS") or tmp_path / "screenshots")
     if not shots.is_absolute():
