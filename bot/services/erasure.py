@@ -91,6 +91,14 @@ async def erase_shared(s: AsyncSession, who: Identity, placeholder: str, communi
     for row_id, keyboard in (await s.execute(with_id)).all():
         if mentions(repr(keyboard), who):
             await s.execute(update(Outbox).where(Outbox.id == row_id).values(keyboard=None))
+    # How a queued message may be folded or rerouted (a line, a mention in a group): where that
+    # names them, it goes, and the message is sent as it is (its text redacted above).
+    shaped = select(Outbox.id, Outbox.fold, Outbox.fallback).where(
+        or_(Outbox.fold.is_not(None), Outbox.fallback.is_not(None)))
+    for row_id, fold, fallback in (await s.execute(shaped)).all():
+        if mentions(repr(fold), who) or mentions(repr(fallback), who):
+            await s.execute(update(Outbox).where(Outbox.id == row_id).values(fold=None, fallback=None)
+                            .execution_options(synchronize_session=False))
     # Keys that carry their id (a report's dedup key names its reporter) are only for idempotent
     # producers; losing one on a row that stays costs nothing.
     for column in (Outbox.dedup_key, Outbox.ref):

@@ -89,9 +89,15 @@ class RecordingSender:
     def __init__(self) -> None:
         self.sent: list[OutMessage] = []
 
-    async def send(self, msg: OutMessage) -> SendResult:
+    async def send(self, msg: OutMessage, parts: object = None) -> SendResult:
         self.sent.append(msg)
         return SendResult(ok=True, message_ids=[len(self.sent)])
+
+    def delay(self, chat_id: int) -> float:  # never busy: nothing folds
+        return 0.0
+
+    def pace(self, chat_id: int) -> float:
+        return 1.0
 
 
 # ---------------------------------------------------------------------------------------------- /forget
