@@ -13,6 +13,7 @@ from bot.scheduler.runner import JobRunner
 from bot.services.base import ServiceContext
 from bot.services.clock import Clock, system_clock
 from bot.services.communities import CommunityService
+from bot.services.consultations import ConsultationService
 from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
 from bot.services.meetings import MeetingService
@@ -45,6 +46,7 @@ class Services:
     notices: NoticeService
     meetings: MeetingService
     tasks: TaskService
+    consultations: ConsultationService
     retention: RetentionService
     jobs: JobRunner
     outbox: OutboxWorker
@@ -104,6 +106,9 @@ class App:
         tasks = TaskService(ctx, demands)
         tasks.register_jobs(jobs)
         tasks.attach_editor(sender.send)  # roster edits: re-rendered from the database, coalesced
+        consultations = ConsultationService(ctx)
+        consultations.register_jobs(jobs)
+        consultations.attach_editor(sender.send)  # turnout and result edits, coalesced
         retention = RetentionService(ctx)
         retention.register_jobs(jobs)
         self.services = Services(
@@ -118,6 +123,7 @@ class App:
             notices=notices,
             meetings=meetings,
             tasks=tasks,
+            consultations=consultations,
             retention=retention,
             jobs=jobs,
             outbox=outbox,
@@ -131,6 +137,7 @@ class App:
         await self.services.outbox.start()
         await self.services.jobs.start()
         await self.services.tasks.start()
+        await self.services.consultations.start()
         await self.transport.start(self.dispatcher.on_event)
         log.info("Linli is running on %s", self.settings.bot_framework)
 
@@ -139,6 +146,7 @@ class App:
         await self.services.jobs.stop()
         await self.dispatcher.stop()
         await self.services.tasks.stop()
+        await self.services.consultations.stop()
         await self.services.outbox.stop()
         await self.services.sender.close()
         await self.transport.stop()

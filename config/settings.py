@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # how long delivered messages, finished timers and abandoned forms are kept.
     filing_limit_per_hour: int = Field(default=5, ge=1, le=1000)
     retention_days: int = Field(default=30, ge=1, le=3650)
+    # Consultations: seconds (附议) at which the secretaries are told of a proposal; a community's own
+    # value (/proposals threshold <n>) wins.
+    proposal_threshold: int = Field(default=10, ge=1, le=10_000)
 
     @field_validator("superadmins", mode="before")
     @classmethod
