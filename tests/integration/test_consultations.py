@@ -413,3 +413,21 @@ async def test_mydata_and_forget_keep_the_counts(su: Setup) -> None:
         assert await s.scalar(select(func.count()).select_from(ConsultComment)) == 0
     closed = await su.svc.close_early(actor_id=ALICE.id, community_id=su.cid, number=1)
     assert (closed.turnout, closed.agree) == (1, 1)
+
+
+async def test_a_close_amid_a_burst_counts_exactly_what_was_stored(su: Setup) -> None:
+    """Ballots racing the close: each either commits before it (and is counted) or finds it closed."""
+    users = await su.residents(60)
+    c = await su.open()
+
+    async def close_soon() -> Consultation:
+        await asyncio.sleep(0.01)
+        return await su.svc.close_early(actor_id=ALICE.id, community_id=su.cid, number=1)
+
+    votes = [su.svc.vote(actor_id=uid, consultation_id=c.id, choice=AGREE) for uid in users]
+    *results, _ = await asyncio.gather(*votes, close_soon(), return_exceptions=True)
+    accepted = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, UserError) and r.key == "err_consult_closed" for r in refused), refused
+    closed = await su.get()
+    assert closed.turnout == closed.agree == len(accepted) == len(await su.ballots(c))
