@@ -531,6 +531,7 @@ class ConsultationService:
             await self._post(s, "result", c.id, chat, locale, text, keyboard, c.community_id,
                              dedup_key=f"consult:{c.id}:result:c{chat.id}")
         self.posts.touch_after_commit(s, [("consult", c.id)])
+        log.info("consultation %s closed", c.id)  # ids only: never a count before it is published
         return True
 
     async def _job_close(self, s: AsyncSession, job: Job) -> str:
@@ -657,6 +658,8 @@ class ConsultationService:
                         .execution_options(synchronize_session=False))
         await s.execute(update(Consultation).where(Consultation.created_by == user_id).values(created_by=None)
                         .execution_options(synchronize_session=False))
+        await s.execute(update(Consultation).where(Consultation.closed_early_by == user_id)
+                        .values(closed_early_by=None).execution_options(synchronize_session=False))
         communities = list(await s.scalars(select(Chat.community_id).join(ChatMember, ChatMember.chat_id == Chat.id)
                                            .where(ChatMember.user_id == user_id, Chat.community_id.is_not(None))))
         placeholder = str(t(self._locale, "someone_anonymous"))

@@ -42,13 +42,16 @@ async def two_chats(tg: FakeTelegram, bot: BotUnderTest) -> dict[str, Any]:
     return w
 
 
-async def open_consult(tg: FakeTelegram, w: dict[str, Any], args: str, n: int) -> list[dict[str, Any]]:
-    """/consult privately; returns its post in each resident chat."""
+async def open_consult(tg: FakeTelegram, w: dict[str, Any], args: str, n: int,
+                       weekday: str | None = None) -> list[dict[str, Any]]:
+    """/consult privately; returns its post in each resident chat. The reply echoes the close time."""
     sec = w["sec"]
     since = tg.mark()
     tg.send(sec, tg.private_chat(sec), f"/consult {args}")
     reply = await tg.wait_text(sec["id"], f"已发起议事协商 #{n}", since=since)
-    assert "2 个居民群" in reply.text
+    assert "2 个居民群" in reply.text and "截止：" in reply.text
+    if weekday is not None:
+        assert weekday in reply.text
     posts = []
     for chat in (w["res"], w["res2"]):
         rec = await tg.wait_text(chat, f"议事协商 #{n}", since=since)
@@ -85,7 +88,7 @@ async def test_one_ballot_across_two_chats_200_presses_and_no_tally_before_the_c
         tg.send(u, (res, res2)[i % 2], "大家好")
     await settle(bot)
 
-    posts = await open_consult(tg, w, f"东门加装充电桩 | {UNTIL} | 在东门停车区安装 4 个", 1)
+    posts = await open_consult(tg, w, f"东门加装充电桩 | {UNTIL} | 在东门停车区安装 4 个", 1, WEEKDAY)
     assert WEEKDAY in tg.current(posts[0])["text"] and "已参与 0" in tg.current(posts[0])["text"]
 
     # The same resident: 同意 in one chat, then 反对 in the other -> one ballot, 反对.

@@ -431,3 +431,38 @@ async def test_a_close_amid_a_burst_counts_exactly_what_was_stored(su: Setup) ->
     assert all(isinstance(r, UserError) and r.key == "err_consult_closed" for r in refused), refused
     closed = await su.get()
     assert closed.turnout == closed.agree == len(accepted) == len(await su.ballots(c))
+
+
+async def test_forget_leaves_no_trace_of_the_person_and_the_counts_stand(su: Setup) -> None:
+    from tests.personal_search import Person, traces
+
+    han = TUser(777_001, "韩梅梅", username="hanmeimei")
+    await su.w.see(han, RES)
+    await su.w.see(han, TChat(han.id, "private"), "/start")
+    p = await su.svc.propose(actor_id=han.id, community_id=su.cid, chat_id=RES.id, thread_id=None, message_id=None,
+                             text="我是韩梅梅，提议东门加装充电桩")
+    await su.svc.second(actor_id=BOB.id, proposal_id=p.id)
+    other = await su.svc.propose(actor_id=BOB.id, community_id=su.cid, chat_id=RES.id, thread_id=None,
+                                 message_id=None, text="楼道加装扶手")
+    await su.svc.second(actor_id=han.id, proposal_id=other.id)
+    c = await su.open()
+    await su.svc.vote(actor_id=han.id, consultation_id=c.id, choice=DISAGREE)
+    await su.svc.vote(actor_id=BOB.id, consultation_id=c.id, choice=AGREE)
+    await su.svc.add_comment(actor_id=han.id, consultation_id=c.id, text="韩梅梅：希望装在北侧")
+    await su.svc.add_comment(actor_id=BOB.id, consultation_id=c.id, text="同意韩梅梅的意见")
+    await su.svc.publish(actor_id=ALICE.id, community_id=su.cid, number=1, seqs=[1, 2], on=True)
+    await su.svc.close_early(actor_id=ALICE.id, community_id=su.cid, number=1)
+    who = Person(han.id, ("韩梅梅",), "hanmeimei")
+    assert {t.split(".")[0] for t in await traces(su.w.ctx.sessions, who)} >= {
+        "proposals", "proposal_seconds", "consultation_ballots", "consultation_comments"}
+
+    await PeopleService(su.w.ctx).forget(han.id)
+
+    assert await traces(su.w.ctx.sessions, who) == []
+    closed = await su.get()
+    assert (closed.turnout, closed.agree, closed.disagree) == (2, 1, 1)  # the published counts stand
+    async with su.w.ctx.read() as s:
+        seconds = list(await s.scalars(select(Proposal.seconds).order_by(Proposal.id)))
+        comments = list(await s.scalars(select(ConsultComment.text)))
+    assert seconds == [1, 1] and comments == ["同意（已匿名）的意见"]
+    assert len(await su.ballots(c)) == 2
