@@ -132,6 +132,7 @@ def at(t0: datetime, seconds: int) -> str:
     return (t0 + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S+00:00")
 
 
+@pytest.mark.both_databases
 async def test_the_close_is_published_once_in_each_chat_across_a_stop(tg: FakeTelegram, bot: BotUnderTest) -> None:
     w = await two_chats(tg, bot)
     sec, res, res2, res_user = w["sec"], w["res"], w["res2"], w["res_user"]
