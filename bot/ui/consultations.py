@@ -10,6 +10,9 @@ from bot.ui.dates import format_when
 from bot.ui.html import Html
 from bot.ui.i18n import Translator
 
+SHOWN_COMMENTS = 8  # published comments in the 公示, each cut to COMMENT_CHARS: it stays one message
+COMMENT_CHARS = 200
+
 
 def until_text(tr: Translator, c: Consultation, tz: str) -> str:
     """The close time with its weekday, e.g. `2026年12月10日 星期四 18:00`."""
@@ -70,7 +73,10 @@ def result_post(tr: Translator, c: Consultation, tz: str, comments: list[str]) -
     lines += tally_lines(tr, c)
     if comments:
         lines.append(tr("cst_result_comments"))
-        lines += [tr("cst_result_comment", text=text) for text in comments]
+        lines += [tr("cst_result_comment", text=text if len(text) <= COMMENT_CHARS else text[:COMMENT_CHARS - 1] + "…")
+                  for text in comments[:SHOWN_COMMENTS]]
+        if len(comments) > SHOWN_COMMENTS:
+            lines.append(tr("cst_result_more", n=len(comments) - SHOWN_COMMENTS))
     if c.decision:
         lines.append(tr("cst_result_decision", text=c.decision))
     else:

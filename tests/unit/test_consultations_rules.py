@@ -48,3 +48,14 @@ def test_percent_and_title() -> None:
     assert [percent(37, 100), percent(1, 3), percent(0, 0), percent(2, 2)] == ["37%", "33.3%", "0%", "100%"]
     assert title_from("第一行\n第二行") == "第一行"
     assert len(title_from("长" * 300)) == 100
+
+
+def test_the_published_result_stays_one_message_however_many_comments() -> None:
+    from bot.storage.models import Consultation
+    from bot.ui.consultations import result_post
+    from bot.ui.i18n import Translator
+
+    c = Consultation(id=1, number=1, title="标" * 100, closes_at=NOW, closed_at=NOW, state="closed", agree=1,
+                     disagree=0, abstain=0, turnout=1, eligible=1, decision="定" * 1000)
+    text, _ = result_post(Translator("zh"), c, "Asia/Shanghai", ["意" * 500] * 30)
+    assert len(text) < 4096 and "另有 22 条意见" in text
