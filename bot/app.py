@@ -15,6 +15,7 @@ from bot.services.clock import Clock, system_clock
 from bot.services.communities import CommunityService
 from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
+from bot.services.grids import GridService
 from bot.services.meetings import MeetingService
 from bot.services.notices import NoticeService
 from bot.services.people import PeopleService
@@ -49,6 +50,7 @@ class Services:
     jobs: JobRunner
     outbox: OutboxWorker
     transport: Transport
+    grids: GridService | None = None
 
     @property
     def bot_user_id(self) -> int | None:
@@ -106,6 +108,8 @@ class App:
         tasks.attach_editor(sender.send)  # roster edits: re-rendered from the database, coalesced
         retention = RetentionService(ctx)
         retention.register_jobs(jobs)
+        grids = GridService(ctx, demands)  # grids and the street: hooks into demands, its own timers
+        grids.register_jobs(jobs)
         self.services = Services(
             settings=settings,
             ctx=ctx,
@@ -122,6 +126,7 @@ class App:
             jobs=jobs,
             outbox=outbox,
             transport=self.transport,
+            grids=grids,
         )
         self.dispatcher = Dispatcher(self.services, build_router())
 
