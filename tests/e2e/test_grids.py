@@ -105,8 +105,18 @@ async def test_grid_to_street_and_back(tg: FakeTelegram, bot: BotUnderTest) -> N
     for step in ("已上报社区", "已上报街道", "街道退回社区", "办结"):
         assert step in (card.text or "")
 
-    # Bad input: an unknown building.
+    # Bad input: an unknown building, returning below the grid, no number, nothing changed.
     since = tg.mark()
     tg.send(resident, res, "/mybuilding 99号楼")
     await tg.wait_text(res, "没有哪个网格包括 99号楼", since=since)
+    tg.send(resident, res, "/demand 5号楼楼道灯不亮")
+    await tg.wait_text(leader["id"], "一网格 新诉求 #2", since=since)
+    tg.send(sec, tg.private_chat(sec), "/return 2 退回")
+    await tg.wait_text(sec["id"], "已在网格，无法再退回", since=since)
+    tg.send(leader, tg.private_chat(leader), "/escalate")
+    await tg.wait_text(leader["id"], "请写明编号和上报原因", since=since)
+    tg.send(resident, tg.private_chat(resident), "/escalate 2 我要上报")
+    await tg.wait_text(resident["id"], "您不能上报诉求 #2", since=since)
+    d2 = await demand_row(bot, 2)
+    assert (d2.level, d2.state) == ("grid", "new")
     assert tg.unanswered_callbacks() == []
