@@ -230,7 +230,7 @@ class GridService:
                 raise UserError("err_building_unknown", building=building)
             await upsert(s, ResidentBuilding, {"community_id": community_id, "user_id": actor_id,
                                                "building": building, "updated_at": self.ctx.clock()},
-                         ["community_id", "user_id"])
+                         ["community_id", "user_id"], update=["building", "updated_at"])
         return building, grid
 
     # ------------------------------------------------------------------ escalate / return
@@ -391,7 +391,8 @@ class GridService:
             await self.ctx.roles.require_secretary(s, community_id, actor_id)
             street = await self._street_by_code(s, code)
             await upsert(s, StreetCommunity, {"community_id": community_id, "street_id": street.id,
-                                              "joined_at": self.ctx.clock()}, ["community_id"])
+                                              "joined_at": self.ctx.clock()}, ["community_id"],
+                         update=["street_id", "joined_at"])  # a community moves to another street
         return street
 
     async def officer(self, *, actor_id: int, code: str | None, target_id: int, add: bool) -> tuple[Street, User]:

@@ -163,6 +163,15 @@ async def test_street_stats_matrix(g: G) -> None:
         await g.g.stats(actor_id=OLGA.id, period="2026-13")
 
 
+async def test_a_community_moves_to_another_street(g: G) -> None:
+    d = await g.demand_at("street")
+    await g.g.join(actor_id=ALICE.id, community_id=g.lp.cid, code=g.street_b.code)
+    assert [it.demand.id for it in await g.g.queue(actor_id=PAUL.id)] == [d.id]
+    assert await g.g.queue(actor_id=OLGA.id) == []
+    with pytest.raises(Denied):
+        await g.lp.d.accept(actor_id=OLGA.id, community_id=g.lp.cid, number=d.number)
+
+
 async def test_queue_shows_only_what_reached_the_street(g: G) -> None:
     at_street = await g.demand_at("street")
     await g.demand_at("community")
@@ -193,6 +202,8 @@ async def test_routing_by_text_and_by_mybuilding(g: G) -> None:
     # No building named: the submitter's /mybuilding decides.
     building, grid = await g.g.set_building(actor_id=DAVE.id, community_id=lp.cid, raw="8栋")
     assert (building, grid.name) == ("8号楼", "二网格")
+    building, grid = await g.g.set_building(actor_id=DAVE.id, community_id=lp.cid, raw="3栋")
+    building, grid = await g.g.set_building(actor_id=DAVE.id, community_id=lp.cid, raw="8栋")  # moved again
     d2 = await lp.file(DAVE, "楼下噪音太大")
     assert d2.level == "grid"
     async with lp.w.ctx.read() as s:
