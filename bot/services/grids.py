@@ -38,6 +38,7 @@ from bot.domain.grids import (
     parse_building,
     parse_buildings,
 )
+from bot.domain.sla import deadlines
 from bot.scheduler.runner import JobRunner, add_job
 from bot.services.errors import Denied, NotFound, UserError
 from bot.services.notify import notify_user
@@ -293,7 +294,9 @@ class GridService:
         d.state = State.NEW  # the new level takes it on afresh
         d.assignee_id = None
         d.accepted_at = d.accepted_at or now  # passing it on in time is responding
-        due = self.demands._deadlines(community, now, d.category, d.urgency)  # the SLA restarts
+        # The SLA restarts, with the new level's own deadlines where SLA_LEVEL_OVERRIDES sets them.
+        due = deadlines(now, d.category, d.urgency, self.ctx.settings.sla_level_overrides.get(target),
+                        (community.config or {}).get("sla"), self.ctx.settings.sla_overrides)
         d.level_accept_by, d.resolve_by = due.accept_by, due.resolve_by
         d.updated_at = now
         action = f"{'escalate' if up else 'return'}_{target}"

@@ -22,6 +22,7 @@ from bot.services.grids import JOB_LEVEL_ACCEPT, GridService
 from bot.storage.db import make_session_factory
 from bot.storage.models import Demand, Job
 from bot.transport.port import User as TUser
+from config.settings import SettingsError, load_settings
 from tests.integration.conftest import ALICE, BOB, CAROL, MEM
 from tests.integration.test_demands import DAVE, HANK, IVY, JUDY, RES_B, SUPER, T0, Loop, build_loop
 
@@ -301,6 +302,17 @@ async def test_escalate_and_return_restart_the_sla_and_tell_the_submitter(g: G) 
     async with lp.w.ctx.read() as s:
         lines = await LevelSharesPart().lines(s, lp.cid, None, None, "zh")
     assert "社区 1（100%）" in lines[1] and "网格 0" in lines[1]
+
+
+async def test_level_overrides_set_the_street_deadlines(engine: AsyncEngine) -> None:
+    g = await build(engine, filing_limit_per_hour=1000,
+                    sla_level_overrides={"street": {"*": {"*": {"accept": "48h", "resolve": "30d"}}}})
+    d = await g.demand_at("street")
+    assert d.level_accept_by == T0 + timedelta(hours=48) and d.resolve_by == T0 + timedelta(days=30)
+    d = await g.demand_at("community")  # no override for the community: the usual table
+    assert d.level_accept_by == T0 + timedelta(hours=24) and d.resolve_by == T0 + timedelta(days=7)
+    with pytest.raises(SettingsError, match="unknown level"):
+        load_settings(bot_token="1:x", sla_level_overrides={"district": {}})
 
 
 async def _restart(g: G) -> tuple[JobRunner, GridService]:
