@@ -17,6 +17,7 @@ as responding). The timeline records every move; the submitter is told 已上报
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +40,7 @@ from bot.domain.grids import (
     parse_buildings,
 )
 from bot.domain.sla import deadlines
+from bot.metrics import DEMAND_MOVES
 from bot.scheduler.runner import JobRunner, add_job
 from bot.services.errors import Denied, NotFound, UserError
 from bot.services.notify import notify_user
@@ -63,6 +65,8 @@ from bot.ui.i18n import Translator
 if TYPE_CHECKING:
     from bot.services.base import ServiceContext
     from bot.services.demands import DemandService
+
+log = logging.getLogger("linli.grids")
 
 JOB_LEVEL_ACCEPT = "demand_level_accept_due"
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
@@ -255,6 +259,8 @@ class GridService:
             if target == Level.STREET and await self.street_of(s, community_id) is None:
                 raise UserError("err_no_street")
             await self._move(s, d, actor_id, target, text, up=True)
+        DEMAND_MOVES.labels("escalate", d.level).inc()
+        log.info("demand %s escalated to %s by user %s", d.id, d.level, actor_id)
         return d
 
     async def return_(self, *, actor_id: int, community_id: int, number: int, reason: str | None) -> Demand:
@@ -282,6 +288,8 @@ class GridService:
                 if grid is None or grid.leader_id is None:
                     raise UserError("err_return_no_grid", n=number)
             await self._move(s, d, actor_id, target, text, up=False)
+        DEMAND_MOVES.labels("return", d.level).inc()
+        log.info("demand %s returned to %s by user %s", d.id, d.level, actor_id)
         return d
 
     async def _move(self, s: AsyncSession, d: Demand, actor_id: int, target: Level, reason: str, *,
