@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import unicodedata
 
@@ -173,7 +174,8 @@ async def _stats(ctx: Context, period: str) -> None:
             ))
         ctx.reply(Html("\n".join(lines)))
         labels = {k: str(ctx.t(f"chart_{k}")) for k in ("response", "resolution", "satisfaction")}
-        png = chart_png(figures, str(ctx.t("chart_street_title", street=f"{info.street.name} {shown}")), labels)
+        title = str(ctx.t("chart_street_title", street=f"{info.street.name} {shown}"))
+        png = await asyncio.to_thread(chart_png, figures, title, labels)  # CPU: not on the event loop
         msg = ctx.reply(ctx.t("chart_street_title", street=info.street.name))
         msg.photo_bytes = png
 

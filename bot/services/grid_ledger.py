@@ -147,11 +147,11 @@ def _cjk_font() -> Any:
 
 def chart_png(figures: list[CommunityFigures], title: str, labels: dict[str, str]) -> bytes:
     """Grouped bars: each community's three rates. `labels` maps response/resolution/satisfaction
-    (and title) to text; without a CJK font the labels fall back to English."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    (and title) to text; without a CJK font the labels fall back to English. CPU-bound: call it in a
+    worker thread (asyncio.to_thread) so other chats are not held up."""
+    # A Figure of its own, no pyplot state: safe to draw in a worker thread (the handler does).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     font = _cjk_font()
     if font is None:
@@ -165,22 +165,22 @@ def chart_png(figures: list[CommunityFigures], title: str, labels: dict[str, str
         ("resolution", [f.resolution_rate or 0 for f in figures]),
         ("satisfaction", [f.satisfaction_rate or 0 for f in figures]),
     ]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(figures) + 2), 3.6), dpi=100)
-    try:
-        width = 0.26
-        for i, (k, values) in enumerate(series):
-            xs = [x + (i - 1) * width for x in range(len(figures))]
-            ax.bar(xs, [v * 100 for v in values], width, label=labels[k])
-        ax.set_xticks(list(range(len(figures))))
-        ax.set_xticklabels(names, fontproperties=font)
-        ax.set_ylim(0, 125)
-        ax.set_yticks([0, 20, 40, 60, 80, 100])
-        ax.set_ylabel("%")
-        ax.set_title(title, fontproperties=font)
-        ax.legend(prop=font, loc="upper center", ncol=3, frameon=False)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(min(16.0, max(4.0, 1.6 * len(figures) + 2)), 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    width = 0.26
+    for i, (k, values) in enumerate(series):
+        xs = [x + (i - 1) * width for x in range(len(figures))]
+        ax.bar(xs, [v * 100 for v in values], width, label=labels[k])
+    ax.set_xticks(list(range(len(figures))))
+    ax.set_xticklabels(names, fontproperties=font, rotation=45 if len(figures) > 8 else 0,
+                       ha="right" if len(figures) > 8 else "center")
+    ax.set_ylim(0, 125)
+    ax.set_yticks([0, 20, 40, 60, 80, 100])
+    ax.set_ylabel("%")
+    ax.set_title(title, fontproperties=font)
+    ax.legend(prop=font, loc="upper center", ncol=3, frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
