@@ -23,8 +23,9 @@ from bot.storage.db import make_session_factory
 from bot.storage.models import Demand, Job
 from bot.transport.port import User as TUser
 from config.settings import SettingsError, load_settings
-from tests.integration.conftest import ALICE, BOB, CAROL, MEM
+from tests.integration.conftest import ALICE, BOB, CAROL, MEM, RES
 from tests.integration.test_demands import DAVE, HANK, IVY, JUDY, RES_B, SUPER, T0, Loop, build_loop
+from tests.personal_search import Person, traces
 
 MIKE = TUser(12, "Mike", username="mike")  # a plain member of A (assign target)
 OLGA = TUser(20, "Olga", username="olga")  # officer of street 城关 (A joined it)
@@ -315,6 +316,30 @@ async def test_level_overrides_set_the_street_deadlines(engine: AsyncEngine) -> 
         load_settings(bot_token="1:x", sla_level_overrides={"district": {}})
 
 
+async def test_level_shares_for_stats(g: G) -> None:
+    """/stats' level shares: where each resolved demand of the period was solved."""
+    lp = g.lp
+    at_grid = await g.demand_at("grid")
+    await lp.d.resolve(actor_id=CAROL.id, community_id=lp.cid, number=at_grid.number, note="网格解决")
+    for _ in range(2):
+        at_community = await g.demand_at("community")
+        await lp.d.resolve(actor_id=ALICE.id, community_id=lp.cid, number=at_community.number, note="社区解决")
+    at_street = await g.demand_at("street")
+    await lp.d.resolve(actor_id=OLGA.id, community_id=lp.cid, number=at_street.number, note="街道解决")
+    await g.demand_at("street")  # open: not counted
+    part = LevelSharesPart()
+    async with lp.w.ctx.read() as s:
+        zh = await part.lines(s, lp.cid, T0 - timedelta(days=1), T0 + timedelta(days=1), "zh")
+        en = await part.lines(s, lp.cid, None, None, "en")
+        later = await part.lines(s, lp.cid, T0 + timedelta(days=1), T0 + timedelta(days=2), "zh")
+        other = await part.lines(s, lp.cid_b, None, None, "zh")
+    assert "小事不出网格" in zh[0] and "4" in zh[0]
+    assert zh[1] == "网格 1（25%） · 社区 2（50%） · 街道 1（25%）"
+    assert en[1] == "grid 1 (25%) · community 2 (50%) · street 1 (25%)"
+    assert later[1] == "网格 0（-） · 社区 0（-） · 街道 0（-）"
+    assert other[1].startswith("网格 0")
+
+
 async def _restart(g: G) -> tuple[JobRunner, GridService]:
     """A new process over the same database: fresh services and runner, the same clock."""
     lp = g.lp
@@ -365,16 +390,37 @@ async def test_accepted_at_the_new_level_no_reminder(g: G) -> None:
     assert await lp.runner.fire(job.id) == "moved-on"
 
 
-async def test_forget_drops_buildings_and_roles(g: G) -> None:
+async def test_forget_leaves_no_trace_in_grids_and_streets(g: G) -> None:
+    """A leader, an officer and a resident who used /forget: no row of any table names them, and the
+    demands they moved stay in the ledger. (Ids unlike any other number here, so a search is exact.)"""
     lp = g.lp
-    await g.g.set_building(actor_id=BOB.id, community_id=lp.cid, raw="3号楼")
-    async with lp.w.ctx.tx() as s:
-        data = await g.g._export_user(s, BOB.id)
-        assert data["buildings"][0]["building"] == "3号楼"
-        await g.g._forget_user(s, CAROL.id)
-        await g.g._forget_user(s, OLGA.id)
-    d = await lp.file(BOB, "3号楼电梯坏了")
-    assert d.level == "community"  # the grid has no leader any more
+    leader = TUser(77123, "Quenby Zarkov", username="qz_lead")
+    officer = TUser(88456, "Wilhelmina Yost", username="wy_street")
+    resident = TUser(99789, "Xavier Vuong", username="xv_home")
+    await lp.w.see(leader, MEM)
+    await lp.w.see(resident, RES)
+    await lp.w.people.ensure_user(officer.id, officer.first_name, officer.username)
+    for u in (leader, officer, resident):
+        await lp.start(u)
+    await g.g.lead(actor_id=ALICE.id, community_id=lp.cid, name="一网格", leader_id=leader.id)
+    await g.g.officer(actor_id=SUPER.id, code=g.street_a.code, target_id=officer.id, add=True)
+    await g.g.set_building(actor_id=resident.id, community_id=lp.cid, raw="3号楼")
+    async with lp.w.ctx.read() as s:
+        data = await g.g._export_user(s, resident.id)
+    assert data["buildings"][0]["building"] == "3号楼"
+    d = await lp.file(resident, "楼道灯不亮")  # to 一网格 by the resident's building
+    await g.g.escalate(actor_id=leader.id, community_id=lp.cid, number=d.number, reason="协调不了")
+    await g.g.escalate(actor_id=ALICE.id, community_id=lp.cid, number=d.number, reason="需要街道")
+    await lp.d.accept(actor_id=officer.id, community_id=lp.cid, number=d.number)
+    lp.clock.advance(timedelta(days=3))
+    await lp.runner.fire_many([j.id for j in await lp.jobs(d.id, JOB_LEVEL_ACCEPT)])
+    for user in (leader, officer, resident):
+        await lp.w.people.forget(user.id)
+        who = Person(user.id, (user.first_name, *user.first_name.split()), user.username or "")
+        found = await traces(lp.w.ctx.sessions, who)
+        assert found == [], (user.first_name, found)
+    assert (await lp.get(d.number)).level == "street"
+    d2 = await lp.file(DAVE, "3号楼电梯坏了")
+    assert d2.level == "community"  # the grid has no leader any more
     with pytest.raises(Denied):
-        await g.g.queue(actor_id=OLGA.id)
-
+        await g.g.queue(actor_id=officer.id)
