@@ -169,6 +169,8 @@ class GridService:
             return False
         d.level = Level.GRID
         d.level_accept_by = d.accept_by
+        # The leader is reminded at the accept deadline (the secretaries' own reminder fires then too).
+        await add_job(s, JOB_LEVEL_ACCEPT, d.id, d.level_accept_by, _guard(Level.GRID, d.level_accept_by))
         await self._tell_leader(s, d, community, grid, leader, "alert_grid_new", key=f"d{d.id}:grid-new")
         return True
 

@@ -201,6 +201,15 @@ async def test_routing_by_text_and_by_mybuilding(g: G) -> None:
     # The leader alone is alerted, privately, with the accept button; not the secretaries.
     assert [r.chat_id for r in rows] == [CAROL.id]
     assert "一网格" in rows[0].text and rows[0].keyboard
+    # Not accepted by the deadline: the leader is reminded, and the secretaries too.
+    lp.clock.advance(timedelta(hours=24, minutes=1))
+    after_due = await lp.last_outbox_id()
+    (level_job,) = await lp.jobs(d.id, JOB_LEVEL_ACCEPT)
+    (accept_job,) = await lp.jobs(d.id, JOB_ACCEPT)
+    assert await lp.runner.fire_many([level_job.id, accept_job.id]) == {level_job.id: "reminded",
+                                                                         accept_job.id: "reminded"}
+    assert {CAROL.id, ALICE.id} <= {r.chat_id for r in await lp.outbox(after_due)}
+    lp.clock.advance(timedelta(hours=-24, minutes=-1))
     # No building named: the submitter's /mybuilding decides.
     building, grid = await g.g.set_building(actor_id=DAVE.id, community_id=lp.cid, raw="8栋")
     assert (building, grid.name) == ("8号楼", "二网格")
@@ -355,18 +364,18 @@ async def _restart(g: G) -> tuple[JobRunner, GridService]:
 
 async def test_new_level_accept_deadline_reminds_once_across_restart(g: G) -> None:
     lp = g.lp
-    d = await g.demand_at("street")  # escalated twice at T0: the community's timer is stale now
+    d = await g.demand_at("street")  # escalated twice at T0: the grid's and community's timers are stale
     async with lp.w.ctx.read() as s:
         jobs = list(await s.scalars(select(Job).where(Job.ref_id == d.id, Job.kind == JOB_LEVEL_ACCEPT)
                                     .order_by(Job.id)))
-    assert [j.guard.split(":")[0] for j in jobs] == ["community", "street"]
-    assert jobs[1].due_at == d.level_accept_by == T0 + timedelta(hours=24)
+    assert [j.guard.split(":")[0] for j in jobs] == ["grid", "community", "street"]
+    assert jobs[2].due_at == d.level_accept_by == T0 + timedelta(hours=24)
     lp.clock.advance(timedelta(hours=24, minutes=1))
     after = await lp.last_outbox_id()
     runner, _ = await _restart(g)  # the bot was down at the deadline
     pending = [j.id for j in jobs]
     results = await runner.fire_many(pending)
-    assert results == {jobs[0].id: "moved-on", jobs[1].id: "reminded"}
+    assert results == {jobs[0].id: "moved-on", jobs[1].id: "moved-on", jobs[2].id: "reminded"}
     rows = [r for r in await lp.outbox(after)]
     assert [r.chat_id for r in rows] == [OLGA.id]  # the new level, once
     runner2, _ = await _restart(g)
@@ -386,8 +395,8 @@ async def test_accepted_at_the_new_level_no_reminder(g: G) -> None:
     await lp.d.accept(actor_id=ALICE.id, community_id=lp.cid, number=d.number)
     lp.clock.advance(timedelta(days=2))
     async with lp.w.ctx.read() as s:
-        (job,) = await s.scalars(select(Job).where(Job.ref_id == d.id, Job.kind == JOB_LEVEL_ACCEPT))
-    assert await lp.runner.fire(job.id) == "moved-on"
+        jobs = list(await s.scalars(select(Job).where(Job.ref_id == d.id, Job.kind == JOB_LEVEL_ACCEPT)))
+    assert await lp.runner.fire_many([j.id for j in jobs]) == {j.id: "moved-on" for j in jobs}
 
 
 async def test_forget_leaves_no_trace_in_grids_and_streets(g: G) -> None:
