@@ -22,6 +22,8 @@ from bot.services.grids import JOB_LEVEL_ACCEPT, GridService
 from bot.storage.db import make_session_factory
 from bot.storage.models import Demand, Job
 from bot.transport.port import User as TUser
+from bot.ui.demands import demand_card
+from bot.ui.i18n import Translator
 from config.settings import SettingsError, load_settings
 from tests.integration.conftest import ALICE, BOB, CAROL, MEM, RES
 from tests.integration.test_demands import DAVE, HANK, IVY, JUDY, RES_B, SUPER, T0, Loop, build_loop
@@ -181,6 +183,9 @@ async def test_queue_shows_only_what_reached_the_street(g: G) -> None:
     b = await g.lp.file(IVY, "井盖丢了", chat=RES_B, cid=g.lp.cid_b)
     await g.g.escalate(actor_id=HANK.id, community_id=g.lp.cid_b, number=b.number, reason="需要街道")
     assert [it.demand.id for it in await g.g.queue(actor_id=OLGA.id)] == [at_street.id]
+    view = await g.lp.d.view(actor_id=OLGA.id, community_id=g.lp.cid, number=at_street.number)
+    card = demand_card(Translator("zh"), view, g.lp.clock())
+    assert "办理层级：街道" in card and "Bob" in card and "已上报街道" in card  # in full, with the submitter
     assert [it.demand.id for it in await g.g.queue(actor_id=PAUL.id)] == [b.id]
     with pytest.raises(Denied):
         await g.g.queue(actor_id=ALICE.id)
