@@ -16,6 +16,7 @@ from bot.services.communities import CommunityService
 from bot.services.consultations import ConsultationService
 from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
+from bot.services.grids import GridService
 from bot.services.meetings import MeetingService
 from bot.services.notices import NoticeService
 from bot.services.people import PeopleService
@@ -51,6 +52,7 @@ class Services:
     jobs: JobRunner
     outbox: OutboxWorker
     transport: Transport
+    grids: GridService | None = None
 
     @property
     def bot_user_id(self) -> int | None:
@@ -111,6 +113,8 @@ class App:
         consultations.attach_editor(sender.send)  # turnout and result edits, coalesced
         retention = RetentionService(ctx)
         retention.register_jobs(jobs)
+        grids = GridService(ctx, demands)  # grids and the street: hooks into demands, its own timers
+        grids.register_jobs(jobs)
         self.services = Services(
             settings=settings,
             ctx=ctx,
@@ -128,6 +132,7 @@ class App:
             jobs=jobs,
             outbox=outbox,
             transport=self.transport,
+            grids=grids,
         )
         self.dispatcher = Dispatcher(self.services, build_router())
 

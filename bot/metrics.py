@@ -45,3 +45,5 @@ JOB_LATENESS = Histogram(
 def exposition() -> bytes:
     """The registry in Prometheus' text format."""
     return generate_latest(REGISTRY)
+DEMAND_MOVES = Counter("linli_demand_moves", "Demands escalated or returned, by direction and the level moved to",
+                       ["direction", "level"], registry=REGISTRY)

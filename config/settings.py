@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # Consultations: seconds (附议) at which the secretaries are told of a proposal; a community's own
     # value (/proposals threshold <n>) wins.
     proposal_threshold: int = Field(default=10, ge=1, le=10_000)
+    # Grids and the street: deadlines at a level a demand was moved to, per level, in SLA_OVERRIDES'
+    # format, e.g. {"street": {"*": {"*": {"accept": "48h", "resolve": "30d"}}}}.
+    sla_level_overrides: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("superadmins", mode="before")
     @classmethod
@@ -126,6 +129,19 @@ class Settings(BaseSettings):
         from bot.domain.sla import validate_overrides  # the rules live in the domain
 
         validate_overrides(v)
+        return v
+
+    @field_validator("sla_level_overrides")
+    @classmethod
+    def _sla_levels(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from bot.domain.sla import validate_overrides
+
+        for level, overrides in v.items():
+            if level not in ("grid", "community", "street"):
+                raise ValueError(f"unknown level {level!r}; use grid, community or street")
+            if not isinstance(overrides, dict):
+                raise ValueError(f"SLA_LEVEL_OVERRIDES[{level!r}] must be an object of categories")
+            validate_overrides(overrides)
         return v
 
     @field_validator("category_keywords")

@@ -120,6 +120,9 @@ class DemandService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         ctx.personal.register("demands", self._export_user, self._forget_user)
+        # Grids and the street (bot/services/grids.py) set this: routing to a grid, and who besides
+        # the secretaries may handle or see a demand (its grid's leader, the street's officers).
+        self.levels: Any = None
 
     def register_jobs(self, jobs: JobRunner) -> None:
         jobs.register(JOB_ACCEPT, self._job_accept_due)
@@ -255,7 +258,18 @@ class DemandService:
             return True
         if await s.get(DemandFollower, (d.id, user_id)) is not None:
             return True
+        if self.levels is not None and await self.levels.may_see(s, d, user_id):
+            return True
         return await self._is_secretary(s, d.community_id, user_id)
+
+    async def _handler_demand(self, s: AsyncSession, community_id: int, number: int, actor_id: int) -> Demand:
+        """The demand, for a secretary, or for whoever handles its level (grid leader, street officer)."""
+        if await self._is_secretary(s, community_id, actor_id):
+            return await self._demand(s, community_id, number)
+        d = await s.scalar(select(Demand).where(Demand.community_id == community_id, Demand.number == number))
+        if d is not None and self.levels is not None and await self.levels.may_handle(s, d, actor_id):
+            return d
+        raise Denied("err_not_secretary")
 
     # ------------------------------------------------------------------ filing
 
@@ -327,7 +341,9 @@ class DemandService:
             await s.flush()
             await self._log(s, d, actor_id, Action.FILE, None)
             await self._schedule_deadlines(s, d)
-            await self._announce_new(s, d, community)
+            routed = self.levels is not None and await self.levels.route(s, d, community)
+            if not routed:  # a demand routed to a grid goes to its leader first
+                await self._announce_new(s, d, community)
             if via == "form" and public:
                 await self._post_public(s, d, community)
         return Filed(d, community)
@@ -400,6 +416,7 @@ class DemandService:
             d = await self._demand(s, community_id, number)
             if not await self._may_see(s, d, actor_id):
                 raise Denied("err_demand_not_yours", n=number)
+            handler = self.levels is not None and await self.levels.may_see(s, d, actor_id)
             community = await self._community(s, community_id)
             rows = (
                 await s.execute(
@@ -422,7 +439,7 @@ class DemandService:
                 assignee=await s.get(User, d.assignee_id) if d.assignee_id else None,
                 duplicate_of=dup_of,
                 events=[(ev, user) for ev, user in rows],
-                secretary=await self._is_secretary(s, community_id, actor_id),
+                secretary=handler or await self._is_secretary(s, community_id, actor_id),
                 shown=(await self._shown(s, [d], chat_id))[d.id],
                 in_group=chat_id is not None and chat_id < 0,
                 subjects=subjects,
@@ -441,7 +458,11 @@ class DemandService:
             scope = scope or ("open" if secretary else "mine")
             q = select(Demand).where(Demand.community_id == community_id)
             if not secretary or scope == "mine":
-                q = q.where((Demand.submitter_id == actor_id) | (Demand.assignee_id == actor_id))
+                mine = [Demand.submitter_id == actor_id, Demand.assignee_id == actor_id]
+                if self.levels is not None and scope != "mine":  # a grid leader: their grid's demands too
+                    led = await self.levels.led_grids(s, community_id, actor_id)
+                    mine += [Demand.grid_id.in_(led)] if led else []
+                q = q.where(or_(*mine))
             if scope == "open":
                 q = q.where(Demand.state.in_([str(x) for x in OPEN]))
             elif scope == "overdue":
@@ -460,8 +481,7 @@ class DemandService:
     async def accept(self, *, actor_id: int, community_id: int, number: int) -> Demand:
         """受理: counts toward the response rate."""
         async with self._change() as s:
-            await self._require_secretary(s, community_id, actor_id)
-            d = await self._demand(s, community_id, number)
+            d = await self._handler_demand(s, community_id, number, actor_id)
             community = await self._community(s, community_id)
             before = d.state
             d.state = self._move(d, Action.ACCEPT)
@@ -473,8 +493,7 @@ class DemandService:
     async def assign(self, *, actor_id: int, community_id: int, number: int, assignee_id: int) -> tuple[Demand, User]:
         """派单 to a member (or a secretary); the member is told privately."""
         async with self._change() as s:
-            await self._require_secretary(s, community_id, actor_id)
-            d = await self._demand(s, community_id, number)
+            d = await self._handler_demand(s, community_id, number, actor_id)
             community = await self._community(s, community_id)
             member = await s.get(User, assignee_id)
             if member is None:
@@ -524,7 +543,7 @@ class DemandService:
         async with self._change() as s:
             d = await self._demand(s, community_id, number)
             if actor_id != d.assignee_id:
-                await self._require_secretary(s, community_id, actor_id)
+                await self._handler_demand(s, community_id, number, actor_id)
             community = await self._community(s, community_id)
             before = d.state
             d.state = self._move(d, Action.RESOLVE)

@@ -155,6 +155,8 @@ def demand_card(tr: Translator, view: DemandView, now: datetime) -> Html:
     if view.assignee is not None:
         lines.append(tr("card_assignee", name=person(tr, view.assignee)))
     lines.append(tr("card_filed", when=format_when(d.filed_at, tr.locale, tz)))
+    if d.level in ("grid", "street"):  # grids and the street: where it is handled now
+        lines.append(tr("card_level", level=tr(f"level_{d.level}")))
     if d.state in OPEN:
         if d.accepted_at is None:
             lines.append(tr("card_accept_by", when=format_when(d.accept_by, tr.locale, tz)))

@@ -26,6 +26,7 @@ from bot.storage.models.core import (
     User,
 )
 from bot.storage.models.demands import Demand, DemandEvent, DemandFollower, DemandPost
+from bot.storage.models.grids import Grid, ResidentBuilding, Street, StreetCommunity, StreetOfficer
 from bot.storage.models.meetings import Meeting, MeetingAttendee
 from bot.storage.models.notices import ChatMove, Notice, NoticeAck, NoticeDelivery
 from bot.storage.models.privacy import CommunityVisitor, QuotaEvent
@@ -52,6 +53,11 @@ __all__ = [
     "DemandEvent",
     "DemandFollower",
     "DemandPost",
+    "Grid",
+    "ResidentBuilding",
+    "Street",
+    "StreetCommunity",
+    "StreetOfficer",
     "Job",
     "Notice",
     "NoticeAck",

@@ -53,6 +53,11 @@ class Demand(Base):
     rating_comment: Mapped[str | None] = mapped_column(Text)
     version: Mapped[int] = mapped_column(default=1)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Grids and the street (bot/services/grids.py): where the demand is handled now (grid, community,
+    # street), its grid, and the accept deadline of the level it was last moved to.
+    level: Mapped[str] = mapped_column(String(12), default="community", server_default="community")
+    grid_id: Mapped[int | None] = mapped_column(ForeignKey("grids.id", ondelete="SET NULL"), index=True)
+    level_accept_by: Mapped[datetime | None]
 
     # Optimistic locking: two concurrent changes of one demand cannot both win.
     __mapper_args__ = {"version_id_col": version}
