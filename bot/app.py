@@ -15,6 +15,7 @@ from bot.services.clock import Clock, system_clock
 from bot.services.communities import CommunityService
 from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
+from bot.services.ledger import LedgerService
 from bot.services.meetings import MeetingService
 from bot.services.notices import NoticeService
 from bot.services.people import PeopleService
@@ -49,6 +50,7 @@ class Services:
     jobs: JobRunner
     outbox: OutboxWorker
     transport: Transport
+    ledger: LedgerService
 
     @property
     def bot_user_id(self) -> int | None:
@@ -106,6 +108,8 @@ class App:
         tasks.attach_editor(sender.send)  # roster edits: re-rendered from the database, coalesced
         retention = RetentionService(ctx)
         retention.register_jobs(jobs)
+        ledger = LedgerService(ctx)
+        ledger.register_jobs(jobs)
         self.services = Services(
             settings=settings,
             ctx=ctx,
@@ -122,12 +126,14 @@ class App:
             jobs=jobs,
             outbox=outbox,
             transport=self.transport,
+            ledger=ledger,
         )
         self.dispatcher = Dispatcher(self.services, build_router())
 
     async def start(self) -> None:
         await migrate(self.engine)
         await self.services.retention.schedule()
+        await self.services.ledger.schedule()  # the weekly digest's timers
         await self.services.outbox.start()
         await self.services.jobs.start()
         await self.services.tasks.start()

@@ -6,9 +6,9 @@ from bot.handlers.base import Router
 
 
 def build_router() -> Router:
-    from bot.handlers import core, demands, meetings, notices, setup, tasks
+    from bot.handlers import core, demands, ledger, meetings, notices, setup, tasks
 
     root = Router()
-    for module in (core, setup, demands, tasks, meetings, notices):
+    for module in (core, setup, demands, tasks, meetings, notices, ledger):
         root.include(module.router)
     return root
