@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from bot.services.ledger import LedgerService
 
 BATCH = 1000
-DATE_FORMAT = "yyyy-mm-dd hh:mm"
 PERCENT_FORMAT = "0.0%"
 _BOLD = Font(bold=True)
 MAX_CELL = 32000  # Excel holds at most 32,767 characters in a cell
@@ -61,13 +60,21 @@ def plain(value: object) -> str:
 
 @dataclass
 class DemandRow:
-    """What a column of the 诉求 sheet may read."""
+    """What a column of the 诉求 sheet may read: `demand` has every column of the demands table as an
+    attribute (a row, not an ORM object: a large export reads fast); `name(key)` is a catalog text."""
 
-    demand: Demand
+    demand: Any
     assignee: str | None
     timeline: str
     tz: ZoneInfo
     tr: Translator
+    names: dict[str, str]
+
+    def name(self, key: str) -> str:
+        text = self.names.get(key)
+        if text is None:
+            text = self.names[key] = plain(self.tr(key))
+        return text
 
     def local(self, when: datetime | None) -> datetime | None:
         """An aware UTC time as the community's wall time (Excel has no timezones)."""
@@ -83,7 +90,7 @@ class DemandColumn:
 
 def default_demand_columns() -> list[DemandColumn]:
     def name(prefix: str, attr: str) -> Callable[[DemandRow], Any]:
-        return lambda r: plain(r.tr(f"{prefix}{getattr(r.demand, attr)}"))
+        return lambda r: r.name(f"{prefix}{getattr(r.demand, attr)}")
 
     return [
         DemandColumn("ledger_col_number", 8, lambda r: r.demand.number),
@@ -93,11 +100,11 @@ def default_demand_columns() -> list[DemandColumn]:
         DemandColumn("ledger_col_state", 12, name("state_", "state")),
         DemandColumn("ledger_col_text", 50, lambda r: r.demand.text[:MAX_CELL]),
         DemandColumn("ledger_col_location", 16, lambda r: r.demand.location),
-        DemandColumn("ledger_col_public", 8, lambda r: plain(r.tr("ledger_yes" if r.demand.public else "ledger_no"))),
+        DemandColumn("ledger_col_public", 8, lambda r: r.name("ledger_yes" if r.demand.public else "ledger_no")),
         DemandColumn("ledger_col_accept_by", 18, lambda r: r.local(r.demand.accept_by)),
         DemandColumn("ledger_col_accepted", 18, lambda r: r.local(r.demand.accepted_at)),
-        DemandColumn("ledger_col_in_sla", 10, lambda r: None if r.demand.accepted_at is None else plain(r.tr(
-            "ledger_yes" if r.demand.accepted_at <= r.demand.accept_by else "ledger_no"))),
+        DemandColumn("ledger_col_in_sla", 10, lambda r: None if r.demand.accepted_at is None else r.name(
+            "ledger_yes" if r.demand.accepted_at <= r.demand.accept_by else "ledger_no")),
         DemandColumn("ledger_col_assignee", 14, lambda r: r.assignee),
         DemandColumn("ledger_col_resolve_by", 18, lambda r: r.local(r.demand.resolve_by)),
         DemandColumn("ledger_col_resolved", 18, lambda r: r.local(r.demand.resolved_at)),
@@ -135,11 +142,11 @@ class _Sheet:
 
     def cell(self, value: Any, fmt: str | None = None) -> Any:
         if isinstance(value, datetime):
+            # A plain datetime is a date cell (openpyxl's yyyy-mm-dd h:mm:ss): no cell object and
+            # style per value, which is most of a large export's time.
             if value.tzinfo is not None:  # a part may hand aware times: the community's wall time
                 value = (value.astimezone(self.tz) if self.tz else value).replace(tzinfo=None)
-            c = WriteOnlyCell(self.ws, value=value)
-            c.number_format = DATE_FORMAT
-            return c
+            return value
         if isinstance(value, Html):
             value = plain(value)
         if fmt is not None:
@@ -187,35 +194,37 @@ async def _demands_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, c
     columns = list(ledger.demand_columns)
     sheet = _Sheet(wb, plain(tr("ledger_sheet_demands")), [plain(tr(c.header_key)) for c in columns],
                    [c.width for c in columns])
-    last_id = 0
+    # The month's ids in filing order first (read from the ledger index), then the rows a batch at a
+    # time by id: each batch costs its own rows, however far into a large month it is.
+    order = list(await s.scalars(
+        select(Demand.id).where(Demand.community_id == community.id, Demand.filed_at >= p.start,
+                                Demand.filed_at < p.end).order_by(Demand.filed_at, Demand.id)))
     count = 0
-    while True:
-        rows = (await s.execute(
-            select(Demand, User.first_name, User.last_name, User.username)
+    names: dict[str, str] = {}
+    for i in range(0, len(order), BATCH):
+        ids = order[i:i + BATCH]
+        found = {r.id: r for r in (await s.execute(
+            select(*Demand.__table__.c, User.first_name.label("_first"), User.last_name.label("_last"),
+                   User.username.label("_username"))
             .outerjoin(User, User.id == Demand.assignee_id)
-            .where(Demand.community_id == community.id, Demand.filed_at >= p.start, Demand.filed_at < p.end,
-                   Demand.id > last_id)
-            .order_by(Demand.id)
-            .limit(BATCH)
-        )).all()
-        if not rows:
-            break
-        ids = [r[0].id for r in rows]
-        last_id = ids[-1]
+            .where(Demand.id.in_(ids))
+        )).all()}
+        rows = [found[x] for x in ids if x in found]
         events: dict[int, list[str]] = {}
         for demand_id, at, action, note in (await s.execute(
             select(DemandEvent.demand_id, DemandEvent.created_at, DemandEvent.action, DemandEvent.note)
             .where(DemandEvent.demand_id.in_(ids)).order_by(DemandEvent.demand_id, DemandEvent.id)
         )).all():
-            line = f"{at.astimezone(tz):%Y-%m-%d %H:%M} {plain(tr(f'act_{action}'))}"
+            what = names.get(f"act_{action}") or names.setdefault(f"act_{action}", plain(tr(f"act_{action}")))
+            line = f"{at.astimezone(tz):%Y-%m-%d %H:%M} {what}"
             events.setdefault(demand_id, []).append(f"{line}：{note}" if note else line)
         out = []
-        for d, first, last, username in rows:
-            row = DemandRow(d, _display(first, last, username, d.assignee_id), "\n".join(events.get(d.id, [])), tz, tr)
+        for d in rows:
+            row = DemandRow(d, _display(d._first, d._last, d._username, d.assignee_id),
+                            "\n".join(events.get(d.id, [])), tz, tr, names)
             out.append([c.value(row) for c in columns])
-        await asyncio.to_thread(sheet.append_many, out)  # the zipping and XML off the event loop
+        await asyncio.to_thread(sheet.append_many, out)  # the XML off the event loop
         count += len(rows)
-        s.expunge_all()  # the identity map stays as small as one batch
     if not count:
         sheet.append([plain(tr("ledger_export_empty", month=p.label))])
     return count
