@@ -191,15 +191,9 @@ class LedgerService:
         return _rates(row)
 
     async def monthly_rates(self, s: AsyncSession, community_id: int, months: list[Period]) -> list[Rates]:
-        """The rates of each month in one query: a CASE puts each demand in its (local) month."""
-        if not months:
-            return []
-        bucket = case(*[(Demand.filed_at < m.end, i) for i, m in enumerate(months)], else_=len(months))
-        q = (select(bucket.label("b"), *rate_columns())
-             .where(*in_period(community_id, months[0].start, months[-1].end))
-             .group_by(bucket))
-        found = {int(r[0]): _rates(r[1:]) for r in (await s.execute(q)).all()}
-        return [found.get(i, _rates(None)) for i in range(len(months))]
+        """The rates of each month: one range query per month, each a short scan of the ledger index
+        (faster on SQLite than one pass that sorts every demand into its month with a CASE)."""
+        return [await self.rates(s, community_id, m.start, m.end) for m in months]
 
     async def _durations(self, s: AsyncSession, community_id: int, start: datetime, end: datetime,
                          later: Any, condition: ColumnElement[bool]) -> Durations:

@@ -91,6 +91,7 @@ def _render(data: ChartData) -> bytes:
             top.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
         top.set_title(data.title)
         top.set_xticks(x, data.months, rotation=45, ha="right", fontsize=8)
+        top.set_xlim(-0.5, len(x) - 0.5)
         top.set_ylim(0, 105)
         top.yaxis.set_major_formatter(PercentFormatter())
         top.grid(True, alpha=0.3)
@@ -99,7 +100,7 @@ def _render(data: ChartData) -> bytes:
         if data.categories:
             names = [n for n, _ in data.categories]
             counts = [c for _, c in data.categories]
-            bars = bottom.barh(names[::-1], counts[::-1], color="#c0392b")
+            bars = bottom.barh(names[::-1], counts[::-1], color="#c0392b", height=0.6)
             bottom.bar_label(bars, padding=3)
             bottom.set_xlim(0, max(counts) * 1.15 + 1)
         else:

@@ -410,3 +410,48 @@ async def test_not_fixed_reopens_with_a_new_deadline(led: Led) -> None:
         d = await s.scalar(select(Demand).where(Demand.community_id == led.cid, Demand.number == number))
         job = await s.scalar(select(Job).where(Job.kind == JOB_OVERDUE, Job.ref_id == d.id, Job.due_at == d.resolve_by))
     assert d.state == "reopened" and d.resolve_by == t + timedelta(days=9) and job is not None
+
+
+async def test_meeting_attendance_and_the_task_and_meeting_sheets(led: Led) -> None:
+    from bot.storage.models import Meeting, MeetingAttendee
+
+    led.at(bj(2026, 3, 2, 10))
+    tasks = TaskService(led.w.ctx, led.w.demands, batch_claims=False)
+    t = (await tasks.announce(actor_id=ALICE.id, community_id=led.cid, args="清理楼道 | 2026-03-07 09:00 | 2 | 10",
+                              chat_kind="member")).task
+    await tasks.claim(actor_id=CAROL.id, task_id=t.id)
+    async with led.w.ctx.tx() as s:
+        claim = await s.scalar(select(TaskClaim).where(TaskClaim.task_id == t.id))
+        claim.awarded_at, claim.minutes, claim.points = bj(2026, 3, 7, 12), 120, 10
+
+        def meeting(number: int, audience: str, day: int, status: str = "scheduled") -> Meeting:
+            at = bj(2026, 3, day, 19)
+            return Meeting(community_id=led.cid, number=number, kind="meeting", audience=audience, title=f"会议{number}",
+                           starts_at=at, ends_at=at + timedelta(hours=1), planned_at=at, offsets=[], status=status)
+
+        held = [meeting(1, "member", 5), meeting(2, "resident", 6), meeting(3, "member", 7, "cancelled"),
+                meeting(4, "member", 28)]  # the last one is still to come on 20 March
+        s.add_all(held)
+        await s.flush()
+        s.add_all([
+            MeetingAttendee(meeting_id=held[0].id, user_id=CAROL.id, response="attend", checked_in_at=held[0].starts_at),
+            MeetingAttendee(meeting_id=held[1].id, user_id=BOB.id, response="attend", checked_in_at=held[1].starts_at),
+            MeetingAttendee(meeting_id=held[1].id, user_id=CAROL.id, response="attend"),
+            MeetingAttendee(meeting_id=held[2].id, user_id=CAROL.id, response="attend", checked_in_at=held[2].starts_at),
+        ])
+    led.at(bj(2026, 3, 20, 12))
+    st = await led.ledger.stats(actor_id=ALICE.id, community_id=led.cid, period="2026-03")
+    # Meeting 1: the member chat's members (Carol; Alice was seen there before it was bound), Carol
+    # came; meeting 2: Bob came, Carol said she would and did not. Cancelled and future ones don't count.
+    assert (st.meetings, st.attended, st.expected) == (2, 2, 3)
+    assert "会议出席率 66.7% (2/3)（2 次会议）" in stats_text(Translator("zh"), st)
+    _, data, _ = await led.ledger.export(actor_id=ALICE.id, community_id=led.cid, month="2026-03", locale="zh")
+    wb = load_workbook(io.BytesIO(data))
+    [task_row] = list(wb["任务"].iter_rows(min_row=2, values_only=True))
+    assert task_row[:3] == (1, "清理楼道", datetime(2026, 3, 7, 9, 0))
+    assert task_row[9] == "Carol（已确认）" and task_row[10:] == (1, 2.0, 10)
+    meetings = list(wb["会议"].iter_rows(min_row=2, values_only=True))
+    assert [m[0] for m in meetings] == [1, 2, 3, 4]
+    assert meetings[0][5:9] == (1, 0, 1, 1.0) and meetings[0][9] == "Carol"
+    assert meetings[1][5:9] == (1, 0, 2, 0.5) and meetings[1][9] == "Bob"
+    assert meetings[2][4] == "已取消" and meetings[2][8] is None
