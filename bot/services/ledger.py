@@ -12,7 +12,9 @@ Other capabilities add to it: `add_stats(part)` (extra lines of /stats) and `add
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -298,15 +300,19 @@ class LedgerService:
             last = date(local.year, local.month, 1)
         months = chart_months(last, community.timezone)
         monthly = await self.monthly_rates(s, community.id, months)
+        def text(key: str, **params: Any) -> str:  # drawn, not sent as HTML: no entities
+            return html.unescape(str(tr(key, **params)))
+
         data = chart.ChartData(
-            title=str(tr("ledger_chart_rates")),
+            title=text("ledger_chart_rates"),
             months=[m.label for m in months],
-            series=[(str(tr("ledger_rate_response")), [r.response.value for r in monthly]),
-                    (str(tr("ledger_rate_resolution")), [r.resolution.value for r in monthly]),
-                    (str(tr("ledger_rate_satisfaction")), [r.satisfaction.value for r in monthly])],
-            categories_title=str(tr("ledger_chart_categories", period=p.label if p.kind != "all" else tr("ledger_all"))),
-            categories=[(str(tr(f"cat_{k}")), n) for k, n in st.by_category],
-            empty_note=str(tr("ledger_chart_empty")),
+            series=[(text("ledger_rate_response"), [r.response.value for r in monthly]),
+                    (text("ledger_rate_resolution"), [r.resolution.value for r in monthly]),
+                    (text("ledger_rate_satisfaction"), [r.satisfaction.value for r in monthly])],
+            categories_title=text("ledger_chart_categories",
+                                  period=p.label if p.kind != "all" else tr("ledger_all")),
+            categories=[(text(f"cat_{k}"), n) for k, n in st.by_category],
+            empty_note=text("ledger_chart_empty"),
         )
         return await asyncio.to_thread(chart.render, data)
 
@@ -334,7 +340,10 @@ class LedgerService:
             community = await self._community(s, community_id)
             p = self.period(month, community, allow_all=False)
             loc = locale or community.locale or self._locale
+            started = time.perf_counter()
             data, count = await build_workbook(self, s, community, p, loc)
+        log.info("export community=%s month=%s demands=%s bytes=%s seconds=%.2f", community_id, p.label, count,
+                 len(data), time.perf_counter() - started)
         return p, data, count
 
     # ------------------------------------------------------------------ the weekly digest
@@ -409,6 +418,7 @@ class LedgerService:
             )
             told += 1
         await self._schedule_digest(s, community.id)
+        log.info("weekly digest community=%s week=%s secretaries=%s", community.id, p.start.date(), told)
         return f"sent:{told}"
 
     # ------------------------------------------------------------------ personal data
