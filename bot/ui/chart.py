@@ -21,11 +21,13 @@ _lock = threading.Lock()  # matplotlib's font cache is shared: one chart at a ti
 @cache
 def cjk_font_path() -> Path | None:
     """The Noto Sans CJK SC file shipped by mplfonts, or None when the wheel is missing."""
-    try:
-        import mplfonts
-    except ImportError:
+    import importlib.util
+
+    # Found, not imported: the package itself only adds rc helpers this module does not use.
+    spec = importlib.util.find_spec("mplfonts")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(mplfonts.__file__).resolve().parent / "fonts" / "NotoSansCJKsc-Regular.otf"
+    path = Path(next(iter(spec.submodule_search_locations))) / "fonts" / "NotoSansCJKsc-Regular.otf"
     return path if path.is_file() else None
 
 
