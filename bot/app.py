@@ -13,10 +13,12 @@ from bot.scheduler.runner import JobRunner
 from bot.services.base import ServiceContext
 from bot.services.clock import Clock, system_clock
 from bot.services.communities import CommunityService
-from bot.services.consultations import ConsultationService
+from bot.services.consultations import ConsultationService, ConsultationSheetPart
 from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
+from bot.services.grid_ledger import attach_to_ledger
 from bot.services.grids import GridService
+from bot.services.ledger import LedgerService
 from bot.services.meetings import MeetingService
 from bot.services.notices import NoticeService
 from bot.services.people import PeopleService
@@ -52,6 +54,7 @@ class Services:
     jobs: JobRunner
     outbox: OutboxWorker
     transport: Transport
+    ledger: LedgerService
     grids: GridService | None = None
 
     @property
@@ -115,6 +118,10 @@ class App:
         retention.register_jobs(jobs)
         grids = GridService(ctx, demands)  # grids and the street: hooks into demands, its own timers
         grids.register_jobs(jobs)
+        ledger = LedgerService(ctx)
+        ledger.register_jobs(jobs)
+        attach_to_ledger(ledger)  # /stats: level shares; /export: the level column
+        ledger.add_sheet(ConsultationSheetPart())  # /export: the 议事 sheet
         self.services = Services(
             settings=settings,
             ctx=ctx,
@@ -133,12 +140,14 @@ class App:
             outbox=outbox,
             transport=self.transport,
             grids=grids,
+            ledger=ledger,
         )
         self.dispatcher = Dispatcher(self.services, build_router())
 
     async def start(self) -> None:
         await migrate(self.engine)
         await self.services.retention.schedule()
+        await self.services.ledger.schedule()  # the weekly digest's timers
         await self.services.outbox.start()
         await self.services.jobs.start()
         await self.services.tasks.start()

@@ -6,9 +6,9 @@ from bot.handlers.base import Router
 
 
 def build_router() -> Router:
-    from bot.handlers import consultations, core, demands, grids, meetings, notices, setup, tasks
+    from bot.handlers import consultations, core, demands, grids, ledger, meetings, notices, setup, tasks
 
     root = Router()
-    for module in (core, setup, demands, tasks, meetings, notices, consultations, grids):
+    for module in (core, setup, demands, tasks, meetings, notices, consultations, grids, ledger):
         root.include(module.router)
     return root

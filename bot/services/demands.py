@@ -180,6 +180,11 @@ class DemandService:
             await add_job(s, JOB_ACCEPT, d.id, d.accept_by, _guard(d.accept_by))
         await add_job(s, JOB_OVERDUE, d.id, d.resolve_by, _guard(d.resolve_by))
 
+    async def _renew_deadline(self, s: AsyncSession, d: Demand, community: Community) -> None:
+        """A reopened demand: a new resolve deadline from now, and its own overdue alert."""
+        d.resolve_by = self._deadlines(community, self.ctx.clock(), d.category, d.urgency).resolve_by
+        await add_job(s, JOB_OVERDUE, d.id, d.resolve_by, _guard(d.resolve_by))
+
     async def _tell_people(self, s: AsyncSession, d: Demand, community: Community, render: Render,
                            *, key: str, skip: int | None = None) -> None:
         """The submitter (and followers, e.g. of duplicates) learn of a change."""
@@ -662,6 +667,7 @@ class DemandService:
             d.rating_comment = None
             d.rated_at = None
             d.duplicate_of_id = None
+            await self._renew_deadline(s, d, community)
             key = await self._log(s, d, actor_id, Action.REOPEN, before)
             await self._tell_people(s, d, community, _text("note_reopened", n=d.number), key=key,
                                     skip=actor_id)
@@ -696,6 +702,10 @@ class DemandService:
             d.urgency = urgency or d.urgency
             due = self._deadlines(community, d.filed_at, d.category, d.urgency)
             d.accept_by, d.resolve_by = due.accept_by, due.resolve_by
+            reopened = await s.scalar(select(func.max(DemandEvent.created_at)).where(
+                DemandEvent.demand_id == d.id, DemandEvent.action.in_([Action.REOPEN, Action.NOT_FIXED])))
+            if reopened is not None:  # reopened: the resolve deadline runs from the reopening
+                d.resolve_by = self._deadlines(community, reopened, d.category, d.urgency).resolve_by
             d.updated_at = self.ctx.clock()
             await self._log(s, d, actor_id, action, d.state, note)
             await self._schedule_deadlines(s, d)
@@ -723,6 +733,7 @@ class DemandService:
             before = d.state
             if stars_given == 0:
                 d.state = self._move(d, Action.NOT_FIXED)
+                await self._renew_deadline(s, d, community)
                 key = await self._log(s, d, actor_id, Action.NOT_FIXED, before, text)
                 await self._alert_about(s, d, community, "alert_not_fixed", key=f"{key}:sec", comment=text or "-")
                 if d.assignee_id is not None:

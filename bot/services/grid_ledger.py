@@ -16,15 +16,19 @@ import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.demands import OPEN
 from bot.domain.grids import LEVELS, share
+from bot.services.ledger_export import DemandColumn
 from bot.storage.models import Community, Demand
 from bot.ui.i18n import Translator
+
+if TYPE_CHECKING:
+    from bot.services.ledger import LedgerService
 
 RESOLVED = ("resolved", "rated")
 EXCLUDED = ("rejected", "duplicate")
@@ -184,3 +188,12 @@ def chart_png(figures: list[CommunityFigures], title: str, labels: dict[str, str
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def attach_to_ledger(ledger: LedgerService) -> None:
+    """/stats gains the level shares; the 诉求 sheet of /export a level column after the state
+    (for a resolved demand, the level where it was solved)."""
+    ledger.add_stats(LevelSharesPart())
+    at = next((i + 1 for i, c in enumerate(ledger.demand_columns) if c.header_key == "ledger_col_state"),
+              len(ledger.demand_columns))
+    ledger.demand_columns.insert(at, DemandColumn("ledger_col_level", 8, lambda r: r.name(f"level_{r.demand.level}")))

@@ -27,6 +27,7 @@ from bot.storage.models.core import (
 )
 from bot.storage.models.demands import Demand, DemandEvent, DemandFollower, DemandPost
 from bot.storage.models.grids import Grid, ResidentBuilding, Street, StreetCommunity, StreetOfficer
+from bot.storage.models.ledger import DigestOptOut
 from bot.storage.models.meetings import Meeting, MeetingAttendee
 from bot.storage.models.notices import ChatMove, Notice, NoticeAck, NoticeDelivery
 from bot.storage.models.privacy import CommunityVisitor, QuotaEvent
@@ -58,6 +59,7 @@ __all__ = [
     "Street",
     "StreetCommunity",
     "StreetOfficer",
+    "DigestOptOut",
     "Job",
     "Notice",
     "NoticeAck",

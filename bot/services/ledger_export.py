@@ -1,0 +1,310 @@
+"""/export: the month's ledger as an .xlsx workbook (openpyxl, write-only: memory stays flat).
+
+Sheets: 诉求 (each demand with its timeline as text), 任务 (claimers, hours, points), 会议
+(attendance), 三率 (the month's rates with their fractions), then any sheet another capability
+added with `LedgerService.add_sheet`. Headers in the user's language, the header row frozen,
+real date cells in the community's timezone, column widths set.
+
+The 诉求 sheet's columns are `LedgerService.demand_columns`, a list another capability may add
+to (`DemandColumn(header_key, width, value)`; `value(row)` reads a `DemandRow`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.domain.ledger import Period
+from bot.storage.models import (
+    Community,
+    Demand,
+    DemandEvent,
+    Meeting,
+    MeetingAttendee,
+    Task,
+    TaskClaim,
+    User,
+)
+from bot.ui.html import Html
+from bot.ui.i18n import Translator
+from bot.ui.tasks import hours
+
+if TYPE_CHECKING:
+    from bot.services.ledger import LedgerService
+
+BATCH = 1000
+PERCENT_FORMAT = "0.0%"
+_BOLD = Font(bold=True)
+MAX_CELL = 32000  # Excel holds at most 32,767 characters in a cell
+
+
+def plain(value: object) -> str:
+    """A catalog text for a cell: no HTML (catalog names carry none but escaped entities)."""
+    import html
+
+    return html.unescape(str(value))
+
+
+@dataclass
+class DemandRow:
+    """What a column of the 诉求 sheet may read: `demand` has every column of the demands table as an
+    attribute (a row, not an ORM object: a large export reads fast); `name(key)` is a catalog text."""
+
+    demand: Any
+    assignee: str | None
+    timeline: str
+    tz: ZoneInfo
+    tr: Translator
+    names: dict[str, str]
+
+    def name(self, key: str) -> str:
+        text = self.names.get(key)
+        if text is None:
+            text = self.names[key] = plain(self.tr(key))
+        return text
+
+    def local(self, when: datetime | None) -> datetime | None:
+        """An aware UTC time as the community's wall time (Excel has no timezones)."""
+        return when.astimezone(self.tz).replace(tzinfo=None) if when is not None else None
+
+
+@dataclass
+class DemandColumn:
+    header_key: str  # catalog key of the header
+    width: float
+    value: Callable[[DemandRow], Any]
+
+
+def default_demand_columns() -> list[DemandColumn]:
+    def name(prefix: str, attr: str) -> Callable[[DemandRow], Any]:
+        return lambda r: r.name(f"{prefix}{getattr(r.demand, attr)}")
+
+    return [
+        DemandColumn("ledger_col_number", 8, lambda r: r.demand.number),
+        DemandColumn("ledger_col_filed", 18, lambda r: r.local(r.demand.filed_at)),
+        DemandColumn("ledger_col_category", 12, name("cat_", "category")),
+        DemandColumn("ledger_col_urgency", 8, name("urg_", "urgency")),
+        DemandColumn("ledger_col_state", 12, name("state_", "state")),
+        DemandColumn("ledger_col_text", 50, lambda r: r.demand.text[:MAX_CELL]),
+        DemandColumn("ledger_col_location", 16, lambda r: r.demand.location),
+        DemandColumn("ledger_col_public", 8, lambda r: r.name("ledger_yes" if r.demand.public else "ledger_no")),
+        DemandColumn("ledger_col_accept_by", 18, lambda r: r.local(r.demand.accept_by)),
+        DemandColumn("ledger_col_accepted", 18, lambda r: r.local(r.demand.accepted_at)),
+        DemandColumn("ledger_col_in_sla", 10, lambda r: None if r.demand.accepted_at is None else r.name(
+            "ledger_yes" if r.demand.accepted_at <= r.demand.accept_by else "ledger_no")),
+        DemandColumn("ledger_col_assignee", 14, lambda r: r.assignee),
+        DemandColumn("ledger_col_resolve_by", 18, lambda r: r.local(r.demand.resolve_by)),
+        DemandColumn("ledger_col_resolved", 18, lambda r: r.local(r.demand.resolved_at)),
+        DemandColumn("ledger_col_resolution", 30, lambda r: r.demand.resolution_note or r.demand.rejection_reason),
+        DemandColumn("ledger_col_rating", 8, lambda r: r.demand.rating),
+        DemandColumn("ledger_col_comment", 30, lambda r: r.demand.rating_comment),
+        DemandColumn("ledger_col_timeline", 60, lambda r: r.timeline[:MAX_CELL]),
+    ]
+
+
+def _display(first: str | None, last: str | None, username: str | None, uid: int | None) -> str | None:
+    if uid is None:
+        return None
+    name = " ".join(p for p in (first, last) if p)
+    return name or (f"@{username}" if username else str(uid))
+
+
+class _Sheet:
+    """A write-only sheet: bold frozen header, set widths, dates formatted."""
+
+    def __init__(self, wb: Workbook, title: str, headers: list[str], widths: list[float],
+                 tz: ZoneInfo | None = None) -> None:
+        self.tz = tz
+        self.ws: WriteOnlyWorksheet = wb.create_sheet(title[:31])
+        self.ws.freeze_panes = "A2"
+        for i, w in enumerate(widths, 1):
+            self.ws.column_dimensions[get_column_letter(i)].width = w
+        header = []
+        for h in headers:
+            cell = WriteOnlyCell(self.ws, value=h)
+            cell.font = _BOLD
+            header.append(cell)
+        self.ws.append(header)
+        self.rows = 0
+
+    def cell(self, value: Any, fmt: str | None = None) -> Any:
+        if isinstance(value, datetime):
+            # A plain datetime is a date cell (openpyxl's yyyy-mm-dd h:mm:ss): no cell object and
+            # style per value, which is most of a large export's time.
+            if value.tzinfo is not None:  # a part may hand aware times: the community's wall time
+                value = (value.astimezone(self.tz) if self.tz else value).replace(tzinfo=None)
+            return value
+        if isinstance(value, Html):
+            value = plain(value)
+        if fmt is not None:
+            c = WriteOnlyCell(self.ws, value=value)
+            c.number_format = fmt
+            return c
+        return value
+
+    def append(self, values: list[Any]) -> None:
+        self.ws.append([self.cell(v) for v in values])
+        self.rows += 1
+
+    def append_many(self, rows: list[list[Any]]) -> None:
+        for r in rows:
+            self.append(r)
+
+
+async def build_workbook(ledger: LedgerService, s: AsyncSession, community: Community, p: Period,
+                         locale: str) -> tuple[bytes, int]:
+    """The workbook's bytes and how many demands it lists."""
+    tr = Translator(locale)
+    tz = ZoneInfo(community.timezone)
+    wb = Workbook(write_only=True)
+    count = await _demands_sheet(ledger, s, wb, community, p, tr, tz)
+    await _tasks_sheet(s, wb, community, p, tr, tz)
+    await _meetings_sheet(ledger, s, wb, community, p, tr, tz)
+    await _rates_sheet(ledger, s, wb, community, p, tr)
+    from bot.services.ledger import iterate_rows
+
+    for part in ledger.sheet_parts:
+        headers = [str(h) for h in part.headers(locale)]
+        sheet = _Sheet(wb, part.title(locale), headers, [max(10.0, min(40.0, len(h) * 2.2)) for h in headers], tz)
+        async for row in iterate_rows(part.rows(s, community.id, p.start, p.end, locale)):
+            sheet.append(row)
+    # Spooled: a big workbook goes to a temporary file while it is zipped, not a growing buffer.
+    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as fh:
+        await asyncio.to_thread(wb.save, fh)
+        fh.seek(0)
+        data = fh.read()
+    return data, count
+
+
+async def _demands_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, community: Community, p: Period,
+                         tr: Translator, tz: ZoneInfo) -> int:
+    columns = list(ledger.demand_columns)
+    sheet = _Sheet(wb, plain(tr("ledger_sheet_demands")), [plain(tr(c.header_key)) for c in columns],
+                   [c.width for c in columns])
+    # The month's ids in filing order first (read from the ledger index), then the rows a batch at a
+    # time by id: each batch costs its own rows, however far into a large month it is.
+    order = list(await s.scalars(
+        select(Demand.id).where(Demand.community_id == community.id, Demand.filed_at >= p.start,
+                                Demand.filed_at < p.end).order_by(Demand.filed_at, Demand.id)))
+    count = 0
+    names: dict[str, str] = {}
+    for i in range(0, len(order), BATCH):
+        ids = order[i:i + BATCH]
+        found = {r.id: r for r in (await s.execute(
+            select(*Demand.__table__.c, User.first_name.label("_first"), User.last_name.label("_last"),
+                   User.username.label("_username"))
+            .outerjoin(User, User.id == Demand.assignee_id)
+            .where(Demand.id.in_(ids))
+        )).all()}
+        rows = [found[x] for x in ids if x in found]
+        events: dict[int, list[str]] = {}
+        for demand_id, at, action, note in (await s.execute(
+            select(DemandEvent.demand_id, DemandEvent.created_at, DemandEvent.action, DemandEvent.note)
+            .where(DemandEvent.demand_id.in_(ids)).order_by(DemandEvent.demand_id, DemandEvent.id)
+        )).all():
+            what = names.get(f"act_{action}") or names.setdefault(f"act_{action}", plain(tr(f"act_{action}")))
+            line = f"{at.astimezone(tz):%Y-%m-%d %H:%M} {what}"
+            events.setdefault(demand_id, []).append(f"{line}：{note}" if note else line)
+        out = []
+        for d in rows:
+            row = DemandRow(d, _display(d._first, d._last, d._username, d.assignee_id),
+                            "\n".join(events.get(d.id, [])), tz, tr, names)
+            out.append([c.value(row) for c in columns])
+        await asyncio.to_thread(sheet.append_many, out)  # the XML off the event loop
+        count += len(rows)
+    if not count:
+        sheet.append([plain(tr("ledger_export_empty", month=p.label))])
+    return count
+
+
+async def _tasks_sheet(s: AsyncSession, wb: Workbook, community: Community, p: Period, tr: Translator,
+                       tz: ZoneInfo) -> None:
+    headers = ["ledger_col_number", "ledger_col_task", "ledger_col_starts", "ledger_col_place", "ledger_col_state",
+               "ledger_col_slots", "ledger_col_claimed", "ledger_col_points", "ledger_col_hours",
+               "ledger_col_claimers", "ledger_col_confirmed", "ledger_col_awarded_hours",
+               "ledger_col_awarded_points"]
+    sheet = _Sheet(wb, plain(tr("ledger_sheet_tasks")), [plain(tr(h)) for h in headers],
+                   [8, 30, 18, 16, 10, 8, 8, 8, 10, 40, 10, 12, 12])
+    tasks = list(await s.scalars(select(Task).where(Task.community_id == community.id, Task.starts_at >= p.start,
+                                                    Task.starts_at < p.end).order_by(Task.starts_at, Task.id)))
+    claims: dict[int, list[tuple[TaskClaim, str | None]]] = {}
+    if tasks:
+        for c, first, last, username in (await s.execute(
+            select(TaskClaim, User.first_name, User.last_name, User.username)
+            .outerjoin(User, User.id == TaskClaim.user_id)
+            .where(TaskClaim.task_id.in_([t.id for t in tasks]))
+            .order_by(TaskClaim.task_id, TaskClaim.status, TaskClaim.seq, TaskClaim.id)
+        )).all():
+            name = _display(first, last, username, c.user_id) or plain(tr("someone_anonymous"))
+            claims.setdefault(c.task_id, []).append((c, name))
+    for t in tasks:
+        mine = claims.get(t.id, [])
+        names = []
+        for c, name in mine:
+            tag = "ledger_claim_awarded" if c.awarded_at else (
+                "ledger_claim_waiting" if c.status == "waiting" else "ledger_claim_claimed")
+            names.append(f"{name}（{plain(tr(tag))}）" if tr.locale == "zh" else f"{name} ({plain(tr(tag))})")
+        awarded = [c for c, _ in mine if c.awarded_at is not None]
+        sheet.append([
+            t.number, t.title, t.starts_at.astimezone(tz).replace(tzinfo=None), t.place,
+            plain(tr(f"ledger_task_{t.state}")), t.slots, t.claimed, t.points, float(hours(t.minutes)),
+            "、".join(names) if tr.locale == "zh" else ", ".join(names), len(awarded),
+            float(hours(sum(c.minutes for c in awarded))), sum(c.points for c in awarded),
+        ])
+
+
+async def _meetings_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, community: Community, p: Period,
+                          tr: Translator, tz: ZoneInfo) -> None:
+    headers = ["ledger_col_number", "ledger_col_meeting", "ledger_col_starts", "ledger_col_place",
+               "ledger_col_state", "ledger_col_attended", "ledger_col_leave", "ledger_col_expected",
+               "ledger_col_attendance", "ledger_col_attendees"]
+    sheet = _Sheet(wb, plain(tr("ledger_sheet_meetings")), [plain(tr(h)) for h in headers],
+                   [8, 30, 18, 16, 10, 8, 8, 8, 10, 50])
+    meetings = list(await s.scalars(select(Meeting).where(
+        Meeting.community_id == community.id, Meeting.starts_at >= p.start, Meeting.starts_at < p.end
+    ).order_by(Meeting.starts_at, Meeting.id)))
+    if not meetings:
+        return
+    detail = await ledger.meeting_attendance(s, community.id, meetings)
+    names = {u.id: u.display_name for u in await s.scalars(select(User).where(User.id.in_(
+        select(MeetingAttendee.user_id).where(MeetingAttendee.meeting_id.in_([m.id for m in meetings]))
+        .where(MeetingAttendee.checked_in_at.is_not(None))
+    )))}
+    for m in meetings:
+        came, leave, expected = detail[m.id]
+        rate = len(came) / len(expected) if expected and m.status != "cancelled" else None
+        who = sorted(names.get(u, str(u)) for u in came)
+        sheet.append([
+            m.number, m.title, m.starts_at.astimezone(tz).replace(tzinfo=None), m.place,
+            plain(tr("ledger_meeting_cancelled" if m.status == "cancelled" else "ledger_meeting_held")),
+            len(came), len(leave), len(expected), sheet.cell(rate, PERCENT_FORMAT) if rate is not None else None,
+            "、".join(who) if tr.locale == "zh" else ", ".join(who),
+        ])
+
+
+async def _rates_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, community: Community, p: Period,
+                       tr: Translator) -> None:
+    headers = ["ledger_col_metric", "ledger_col_percent", "ledger_col_numerator", "ledger_col_denominator",
+               "ledger_col_fraction"]
+    sheet = _Sheet(wb, plain(tr("ledger_sheet_rates")), [plain(tr(h)) for h in headers], [16, 10, 10, 10, 12])
+    r = await ledger.rates(s, community.id, p.start, p.end)
+    for key, rate in (("ledger_rate_response", r.response), ("ledger_rate_resolution", r.resolution),
+                      ("ledger_rate_satisfaction", r.satisfaction)):
+        value = rate.value
+        sheet.append([plain(tr(key)), sheet.cell(value, PERCENT_FORMAT) if value is not None else None,
+                      rate.num, rate.den, f"{rate.num}/{rate.den}"])
+    sheet.append([plain(tr("ledger_filed_total")), None, r.filed, None, None])
+    sheet.append([plain(tr("ledger_excluded_total")), None, r.filed - r.counted, None, None])
