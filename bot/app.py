@@ -16,6 +16,7 @@ from bot.services.communities import CommunityService
 from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
 from bot.services.meetings import MeetingService
+from bot.services.members import MemberService
 from bot.services.notices import NoticeService
 from bot.services.people import PeopleService
 from bot.services.retention import RetentionService
@@ -45,6 +46,7 @@ class Services:
     notices: NoticeService
     meetings: MeetingService
     tasks: TaskService
+    members: MemberService
     retention: RetentionService
     jobs: JobRunner
     outbox: OutboxWorker
@@ -104,6 +106,9 @@ class App:
         tasks = TaskService(ctx, demands)
         tasks.register_jobs(jobs)
         tasks.attach_editor(sender.send)  # roster edits: re-rendered from the database, coalesced
+        members = MemberService(ctx, tasks)  # its kept pledges count in the tasks' 先锋指数
+        members.register_jobs(jobs)
+        members.attach_editor(sender.send)  # the wall's edits: re-rendered from the database, coalesced
         retention = RetentionService(ctx)
         retention.register_jobs(jobs)
         self.services = Services(
@@ -118,6 +123,7 @@ class App:
             notices=notices,
             meetings=meetings,
             tasks=tasks,
+            members=members,
             retention=retention,
             jobs=jobs,
             outbox=outbox,
@@ -131,6 +137,7 @@ class App:
         await self.services.outbox.start()
         await self.services.jobs.start()
         await self.services.tasks.start()
+        await self.services.members.start()
         await self.transport.start(self.dispatcher.on_event)
         log.info("Linli is running on %s", self.settings.bot_framework)
 
@@ -139,6 +146,7 @@ class App:
         await self.services.jobs.stop()
         await self.dispatcher.stop()
         await self.services.tasks.stop()
+        await self.services.members.stop()
         await self.services.outbox.stop()
         await self.services.sender.close()
         await self.transport.stop()

@@ -18,6 +18,16 @@ from bot.storage.models.core import (
 )
 from bot.storage.models.demands import Demand, DemandEvent, DemandFollower, DemandPost
 from bot.storage.models.meetings import Meeting, MeetingAttendee
+from bot.storage.models.members import (
+    Evaluation,
+    EvaluationCount,
+    EvaluationRater,
+    EvaluationSubject,
+    MemberProfile,
+    Pledge,
+    PledgeUpdate,
+    WallPost,
+)
 from bot.storage.models.notices import ChatMove, Notice, NoticeAck, NoticeDelivery
 from bot.storage.models.privacy import CommunityVisitor, QuotaEvent
 from bot.storage.models.tasks import Task, TaskClaim, TaskPost, VolunteerSkill
@@ -52,4 +62,12 @@ __all__ = [
     "User",
     "VolunteerSkill",
     "utcnow",
+    "Evaluation",
+    "EvaluationCount",
+    "EvaluationRater",
+    "EvaluationSubject",
+    "MemberProfile",
+    "Pledge",
+    "PledgeUpdate",
+    "WallPost",
 ]
