@@ -231,3 +231,42 @@ async def test_evaluation_close_runs_once_across_restarts(tg: FakeTelegram, bot:
     objection = await tg.wait_text(sec["id"], "收到异议", since=since)
     assert "评价人数太少" in objection.text
     assert tg.unanswered_callbacks() == []
+
+
+async def rows(bot: BotUnderTest) -> tuple[int, ...]:
+    assert bot.app is not None
+    async with bot.app.services.ctx.read() as s:
+        return tuple([await s.scalar(select(func.count()).select_from(m)) or 0
+                      for m in (Pledge, MemberProfile, Evaluation, Job)])
+
+
+async def test_bad_input_gets_a_clear_reply_and_changes_nothing(tg: FakeTelegram, bot: BotUnderTest) -> None:
+    w = await community(tg, bot)
+    sec, res, mem, mem_user, res_user = w["sec"], w["res"], w["mem"], w["mem_user"], w["res_user"]
+    mem_chat = tg.private_chat(mem_user)
+    for text in ("第一条承诺", "第二条承诺"):
+        since = tg.mark()
+        tg.send(mem_user, mem_chat, f"/pledge {text}")
+        await tg.wait_text(mem_user["id"], "已提交承诺", since=since)
+    await settle(bot)
+    before = await rows(bot)
+    cases = [
+        (mem_user, mem_chat, "/pledge 第三条承诺", "最多", "已有 2 条"),
+        (res_user, res, "/pledge 我也承诺", "只有本社区的党员", None),
+        (mem_user, mem, "/pledge", "请写明承诺内容", "/pledge 每周"),
+        (mem_user, mem, "/post @li 环境卫生岗", "只有本社区的书记", None),
+        (sec, tg.private_chat(sec), "/evaluation open 测评 | 2020-01-01 18:00 | members", "已经过去了", None),
+        (sec, tg.private_chat(sec), "/evaluation open 测评 | 明天 18:00 | 大家", "members", None),
+        (sec, tg.private_chat(sec), "/evaluation publish 9", "没有编号为 #9 的测评", None),
+        (mem_user, mem_chat, "/showid maybe", "/showid on", None),
+        (mem_user, mem_chat, "/pledgedone 1", "不是“进行中”", None),
+        (sec, res, "/post @zhang 环境卫生岗", "居民群里不点名党员", None),
+    ]
+    for who, chat, text, expect, also in cases:
+        since = tg.mark()
+        tg.send(who, chat, text)
+        reply = await tg.wait_text(chat["id"], expect, since=since)
+        if also:
+            assert also in reply.text, reply.text
+    await settle(bot)
+    assert await rows(bot) == before
