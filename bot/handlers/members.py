@@ -3,13 +3,17 @@ its private ballot and the 异议 form."""
 
 from __future__ import annotations
 
-from bot.handlers.args import community_id, number_and_rest, split_first
+import logging
+
+from bot.handlers.args import community_id, number_and_rest, parse_number, split_first
 from bot.handlers.base import Context, Router
 from bot.services.errors import UserError
 from bot.services.members import ballot_text
 from bot.ui.dates import format_when
 from bot.ui.html import Html
 from bot.ui.members import pledge_state, public_name
+
+log = logging.getLogger("linli.members")
 
 router = Router()
 router.help("resident", "help_members_resident")
@@ -215,8 +219,6 @@ async def evaluation(ctx: Context) -> None:
 
 
 def number_and_rest_of(text: str, usage: str) -> tuple[int, str]:
-    from bot.handlers.args import parse_number
-
     head, rest = split_first(text)
     n = parse_number(head) if head else None
     if n is None:
@@ -254,7 +256,14 @@ async def evaluation_button(ctx: Context) -> None:
             ctx.answer()
         return
     if len(parts) == 4 and parts[1] == "v" and parts[2].isdigit() and parts[3].isdigit():
-        q = await svc.vote(user_id=uid, subject_id=int(parts[2]), index=int(parts[3]), tr=ctx.tr)
+        try:
+            q = await svc.vote(user_id=uid, subject_id=int(parts[2]), index=int(parts[3]), tr=ctx.tr)
+        except UserError:
+            raise
+        except Exception:
+            # No traceback and no event in the log: they would tie this rater to this answer.
+            log.error("a ballot answer failed (details withheld: the ballot is secret)")
+            raise UserError("err_internal") from None
         text, kb = ballot_text(ctx.tr, q)
         # The ballot message moves on to the next question; what was chosen is said nowhere.
         ctx.send_to(ctx.event.chat.id, text, kb, edit_message_id=ctx.event.callback_message_id)

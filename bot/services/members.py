@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, literal, select, update
+from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -534,6 +534,13 @@ class MemberService:
             for subj in subjects:
                 subj.evaluation_id = ev.id
                 s.add(subj)
+            await s.flush()
+            # Every count exists from the start, at 0: a vote only ever updates one, so not even the
+            # order in which count rows appeared could tell what the first rater of a subject chose.
+            scales = MEMBER_SCALE + RESIDENT_SCALE if draft.kind == MEMBERS else RESIDENT_SCALE
+            await s.execute(insert(EvaluationCount), [
+                {"evaluation_id": ev.id, "subject_id": subj.id, "choice": c, "count": 0}
+                for subj in subjects for c in scales])
             tr = Translator(community.locale or self._locale)
             from bot.ui.dates import format_when
 
@@ -626,10 +633,13 @@ class MemberService:
                                                                              "user_id"]))
             if res.rowcount != 1:  # type: ignore[attr-defined]
                 raise UserError("err_evaluation_again")
-            cnt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(EvaluationCount).values(
-                evaluation_id=ev.id, subject_id=subj.id, choice=scale[index], count=1)
-            await s.execute(cnt.on_conflict_do_update(index_elements=["evaluation_id", "subject_id", "choice"],
-                                                      set_={"count": EvaluationCount.count + 1}))
+            moved = await s.execute(
+                update(EvaluationCount)
+                .where(EvaluationCount.evaluation_id == ev.id, EvaluationCount.subject_id == subj.id,
+                       EvaluationCount.choice == scale[index])
+                .values(count=EvaluationCount.count + 1).execution_options(synchronize_session=False))
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                raise RuntimeError("an evaluation count is missing")  # rolled back: nothing saved
             q = await self._next(s, ev, user_id, tr)
             q.answered_now = True
             return q
@@ -659,7 +669,8 @@ class MemberService:
         for sid, choice, n in (await s.execute(select(EvaluationCount.subject_id, EvaluationCount.choice,
                                                       EvaluationCount.count)
                                                .where(EvaluationCount.evaluation_id == ev.id))).all():
-            counts[sid][choice] = n
+            if n:
+                counts[sid][choice] = n
         order = MEMBER_SCALE + RESIDENT_SCALE
         rows = []
         for subj in subjects:
