@@ -304,12 +304,6 @@ class MemberService:
             )).all()
         return [(p, u.display_name if u is not None and showid else None) for p, u, showid in rows]
 
-    async def mine(self, *, actor_id: int, community_id: int) -> list[Pledge]:
-        async with self.ctx.read() as s:
-            return list(await s.scalars(
-                select(Pledge).where(Pledge.community_id == community_id, Pledge.user_id == actor_id,
-                                     Pledge.state.in_((PROPOSED, ACTIVE))).order_by(Pledge.number)))
-
     async def _own_active(self, s: AsyncSession, actor_id: int, community_id: int, number: int) -> Pledge:
         p = await self._pledge(s, community_id, number)
         if p.user_id != actor_id:

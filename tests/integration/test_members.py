@@ -35,6 +35,8 @@ from tests.integration.conftest import ALICE, BOB, CAROL, MEM, RES
 from tests.integration.test_tasks import MEMBERS, Setup, build
 from tests.personal_search import Person, traces
 
+pytestmark = pytest.mark.both_databases  # every test on SQLite and on PostgreSQL
+
 RESIDENTS = [TUser(300 + i, f"居民{i}") for i in range(6)]
 ZOE = TUser(777_777, "周亮身份", username="zoe_shows")
 ZH = Translator("zh")
@@ -82,7 +84,6 @@ async def subject_of(m: M, ev: Evaluation, user: TUser) -> int:
         return sid
 
 
-@pytest.mark.both_databases
 async def test_no_table_links_a_rater_to_a_choice(m: M, engine: AsyncEngine,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     ev = await open_members(m, public=[CAROL, MEMBERS[0]])
