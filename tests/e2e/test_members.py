@@ -20,7 +20,9 @@ from bot.storage.models import (
 )
 from tests.e2e.harness import BotUnderTest
 from tests.e2e.test_demand_loop import community
+from tests.e2e.test_tasks import answered
 from tests.fakeapi.server import FakeTelegram
+from tests.fakeapi.world import find_button
 
 
 async def settle(bot: BotUnderTest) -> None:
@@ -174,23 +176,42 @@ async def test_evaluation_close_runs_once_across_restarts(tg: FakeTelegram, bot:
     w = await community(tg, bot)
     sec, res, res_user = w["sec"], w["res"], w["res_user"]
     sec_chat = tg.private_chat(sec)
-    since = tg.mark()
-    tg.send(w["mem_user"], tg.private_chat(w["mem_user"]), "/showid on")
-    await tg.wait_text(w["mem_user"]["id"], "已亮明身份", since=since)
+    tg.send(sec, w["mem"], "/help")  # seen in the member chat since its binding: a member too
+    for who in (w["mem_user"], sec):  # both show their identity: the residents' ballot has two questions
+        since = tg.mark()
+        tg.send(who, tg.private_chat(who), "/showid on")
+        await tg.wait_text(who["id"], "已亮明身份", since=since)
     since = tg.mark()
     tg.send(sec, sec_chat, "/evaluation open 年度党员测评 | 2030-12-31 18:00 | members")
     await tg.wait_text(sec["id"], "已发起民主测评 #1", since=since)
     post = await tg.wait_text(res, "民主测评 #1", since=since)
     assert post.message is not None
 
-    # A resident's private ballot: 去测评 sends it, an answer moves on; the same message.
+    # A resident's private ballot: 去测评 sends it, an answer moves on in the same message.
     since = tg.mark()
     tg.click(res_user, post.message, "去测评")
     ballot = await tg.wait_text(res_user["id"], "请评价", since=since)
-    assert ballot.message is not None and "张党员" in ballot.text
+    assert ballot.message is not None and "（1/2）" in ballot.text and "王书记" in ballot.text
+    first = find_button(tg.current(ballot.message), "满意")
     tg.click(res_user, ballot.message, "满意")
     await settle(bot)
-    assert "已完成" in tg.current(ballot.message)["text"]
+    assert "（2/2）" in tg.current(ballot.message)["text"] and "张党员" in tg.current(ballot.message)["text"]
+
+    # Resumable after a restart: 去测评 again continues at the second question.
+    await bot.restart()
+    since = tg.mark()
+    tg.click(res_user, post.message, "去测评")
+    again = await tg.wait_text(res_user["id"], "请评价", since=since)
+    assert again.message is not None and "（2/2）" in again.text and "张党员" in again.text
+    tg.click(res_user, again.message, "不满意")
+    await settle(bot)
+    assert "已完成全部 2 项" in tg.current(again.message)["text"]
+    # A second answer on the same subject is refused, and nothing in any answer says what was chosen.
+    [refused] = await answered(tg, [tg.press(res_user, again.message, first, force=True)])
+    assert "已经评过" in refused
+    for r in tg.sent:
+        if r.chat_id == res_user["id"] and r.text and "民主测评" in r.text:
+            assert "不满意" not in r.text and "基本满意" not in r.text
 
     # Publishing before the close is refused.
     since = tg.mark()
@@ -230,6 +251,11 @@ async def test_evaluation_close_runs_once_across_restarts(tg: FakeTelegram, bot:
     tg.send(res_user, tg.private_chat(res_user), "评价人数太少")
     objection = await tg.wait_text(sec["id"], "收到异议", since=since)
     assert "评价人数太少" in objection.text
+    # After the publication period the button says it has ended.
+    async with bot.app.services.ctx.tx() as s:
+        await s.execute(update(Evaluation).values(publicity_until=datetime.now(UTC) - timedelta(seconds=1)))
+    [ended] = await answered(tg, [tg.click(res_user, tg.current(pub.message), "异议")])
+    assert "公示期已结束" in ended
     assert tg.unanswered_callbacks() == []
 
 
