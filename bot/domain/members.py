@@ -104,19 +104,34 @@ def short(name: str, limit: int = NAME_CHARS) -> str:
 
 
 def paginate(entries: Sequence[str], budget: int = WALL_BUDGET, sep: int = 1) -> list[list[str]]:
-    """Entries packed greedily, in order, into pages of at most `budget` characters (an entry is
-    never split; one longer than the budget is cut to it). Always at least one page."""
+    """Entries packed greedily, in order, into pages of at most `budget` characters. An entry longer
+    than a page (a member with many pledges) is split at its line breaks and goes on over the next
+    pages; a single line is never cut (each is bounded well below the budget). At least one page."""
+    pieces: list[str] = []
+    for entry in entries:
+        if len(entry) <= budget:
+            pieces.append(entry)
+            continue
+        chunk: list[str] = []
+        size = 0
+        for line in entry.split("\n"):
+            cost = len(line) + (1 if chunk else 0)
+            if chunk and size + cost > budget:
+                pieces.append("\n".join(chunk))
+                chunk, size, cost = [], 0, len(line)
+            chunk.append(line)
+            size += cost
+        if chunk:
+            pieces.append("\n".join(chunk))
     pages: list[list[str]] = [[]]
     used = 0
-    for entry in entries:
-        if len(entry) > budget:
-            entry = entry[: budget - 1] + "…"
-        cost = len(entry) + (sep if pages[-1] else 0)
+    for piece in pieces:
+        cost = len(piece) + (sep if pages[-1] else 0)
         if pages[-1] and used + cost > budget:
             pages.append([])
             used = 0
-            cost = len(entry)
-        pages[-1].append(entry)
+            cost = len(piece)
+        pages[-1].append(piece)
         used += cost
     return pages
 

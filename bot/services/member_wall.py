@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from bot.storage.models import Community, Outbox, WallPost
 from bot.transport.port import OutMessage
 from bot.ui.i18n import Translator
-from bot.ui.members import wall_message
+from bot.ui.members import wall_message, wall_pages
 from bot.ui.tasks import digest
 
 if TYPE_CHECKING:
@@ -89,10 +89,8 @@ class WallRefresher:
             for post in posts:
                 tr = Translator(post.locale)
                 if post.locale not in pages_by_locale:
-                    from bot.ui.members import wall_pages
-
                     pages_by_locale[post.locale] = wall_pages(tr, entries, community.timezone)
-                text, keyboard, page = wall_message(tr, community.name, pages_by_locale[post.locale], post.page,
+                text, keyboard, _page = wall_message(tr, community.name, pages_by_locale[post.locale], post.page,
                                                     post.id)
                 shown = digest(text, keyboard)
                 if shown == post.shown:
@@ -107,7 +105,7 @@ class WallRefresher:
                             .execution_options(synchronize_session=False)
                         )
                         if res.rowcount == 1:  # type: ignore[attr-defined]
-                            post.shown, post.page = shown, page
+                            post.shown = shown
                             continue
                     mid = row.message_id if row is not None else None
                 if mid is None:
@@ -115,7 +113,7 @@ class WallRefresher:
                     continue
                 res = await s.execute(
                     update(WallPost).where(WallPost.id == post.id, WallPost.shown == post.shown)
-                    .values(shown=shown, message_id=mid, page=page).execution_options(synchronize_session=False)
+                    .values(shown=shown, message_id=mid).execution_options(synchronize_session=False)
                 )
                 if res.rowcount == 1:  # type: ignore[attr-defined]
                     edits.append(OutMessage(chat_id=post.chat_id, text=text, keyboard=keyboard,
