@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=30, ge=1, le=3650)
     # Members in the open: points a kept pledge adds to 先锋指数; how long an evaluation's 公示 takes objections.
     pledge_points: int = Field(default=5, ge=0, le=1000)
+    evaluation_points: int = Field(default=5, ge=0, le=1000)
     evaluation_publicity_days: int = Field(default=7, ge=1, le=365)
 
     @field_validator("superadmins", mode="before")

@@ -19,6 +19,7 @@ MAX_POST = 20
 MAX_TITLE = 100
 NAME_CHARS = 24  # a name on the wall is cut to this many characters
 MIN_RATERS = 5  # fewer raters on a subject: 样本不足 instead of figures
+GOOD_SHARE = 80  # percent of good answers at the close that earns a member EVALUATION_POINTS
 
 TELEGRAM_LIMIT = 4096
 WALL_BUDGET = 3500  # characters of entries on one wall page; the head and page line stay far below the rest

@@ -29,6 +29,7 @@ from bot.domain.members import (
     EV_CLOSED,
     EV_OPEN,
     EV_PUBLISHED,
+    GOOD_SHARE,
     KEPT,
     MAX_ACTIVE,
     MAX_NOTE,
@@ -45,6 +46,7 @@ from bot.domain.members import (
     MemberInputError,
     parse_evaluation,
     parse_pledge,
+    satisfaction,
 )
 from bot.scheduler.runner import JobRunner, add_job
 from bot.services.base import ServiceContext
@@ -133,6 +135,7 @@ class MemberService:
         self.wall = WallRefresher(self)
         if tasks is not None:
             tasks.add_point_source(self._points_rows)
+            tasks.add_point_source(self._evaluation_points_rows)
         ctx.personal.register("members", self._export_user, self._forget_user)
 
     def register_jobs(self, jobs: JobRunner) -> None:
@@ -378,6 +381,14 @@ class MemberService:
                        Pledge.awarded_at.label("awarded_at"), literal(0).label("tasks"))
                 .where(Pledge.community_id == community_id, Pledge.awarded_at.is_not(None),
                        Pledge.user_id.is_not(None)))
+
+    def _evaluation_points_rows(self, community_id: int) -> Any:
+        return (select(EvaluationSubject.user_id.label("user_id"), EvaluationSubject.points.label("points"),
+                       literal(0).label("minutes"), EvaluationSubject.awarded_at.label("awarded_at"),
+                       literal(0).label("tasks"))
+                .join(Evaluation, Evaluation.id == EvaluationSubject.evaluation_id)
+                .where(Evaluation.community_id == community_id, EvaluationSubject.awarded_at.is_not(None),
+                       EvaluationSubject.user_id.is_not(None)))
 
     # ------------------------------------------------------------------ 亮身份 and posts
 
@@ -648,6 +659,7 @@ class MemberService:
         if res.rowcount != 1:  # type: ignore[attr-defined]
             return "moved-on"
         community = await self._community(s, ev.community_id)
+        await self._award(s, ev)
         raters = int(await s.scalar(select(func.count(func.distinct(EvaluationRater.user_id)))
                                     .where(EvaluationRater.evaluation_id == ev.id)) or 0)
         await alert_secretaries(s, community, await secretary_users(s, self.ctx.roles, community.id),
@@ -655,6 +667,23 @@ class MemberService:
                                 default_locale=self._locale, dedup_key=f"evaluation{ev.id}:closed")
         log.info("evaluation %s closed", ev.id)
         return "closed"
+
+    async def _award(self, s: AsyncSession, ev: Evaluation) -> None:
+        """At the close: members rated well by enough people earn points (from the counts alone)."""
+        points = self.ctx.settings.evaluation_points
+        if ev.kind != MEMBERS or not points:
+            return
+        counts: dict[int, dict[str, int]] = {}
+        for sid, choice, n in (await s.execute(select(EvaluationCount.subject_id, EvaluationCount.choice,
+                                                      EvaluationCount.count)
+                                               .where(EvaluationCount.evaluation_id == ev.id))).all():
+            counts.setdefault(sid, {})[choice] = n
+        good = [sid for sid, c in counts.items() if (satisfaction(c)[1] or 0) >= GOOD_SHARE]
+        if good:
+            await s.execute(update(EvaluationSubject)
+                            .where(EvaluationSubject.id.in_(good), EvaluationSubject.user_id.is_not(None))
+                            .values(points=points, awarded_at=self.ctx.clock())
+                            .execution_options(synchronize_session=False))
 
     async def _results(self, s: AsyncSession, ev: Evaluation, tr: Translator, *, public_only: bool) -> list[str]:
         subjects = list(await s.scalars(select(EvaluationSubject).where(EvaluationSubject.evaluation_id == ev.id)

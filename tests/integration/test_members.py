@@ -187,6 +187,9 @@ async def test_four_raters_show_too_few_and_five_show_figures(m: M) -> None:
     assert await m.su.runner.fire(job.id) is None  # done: firing again runs nothing
     async with m.su.w.ctx.read() as s:
         assert (await s.get(Evaluation, ev.id)).state == "closed"  # type: ignore[union-attr]
+    # Rated well by five: points in 先锋指数; four raters are too few to earn any.
+    assert (await m.su.tasks.points(actor_id=MEMBERS[0].id, community_id=m.cid)).all_points == 5
+    assert (await m.su.tasks.points(actor_id=CAROL.id, community_id=m.cid)).all_points == 0
     with pytest.raises(UserError):  # closed: no more answers
         await m.members.vote(user_id=RESIDENTS[5].id, subject_id=carol, index=0, tr=ZH)
 

@@ -115,6 +115,9 @@ class EvaluationSubject(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     label: Mapped[str | None] = mapped_column(String(64))
     public: Mapped[bool] = mapped_column(Boolean, default=True)
+    # 先锋指数: a member rated well by at least MIN_RATERS earns points at the close (figures only).
+    points: Mapped[int] = mapped_column(default=0)
+    awarded_at: Mapped[datetime | None]
 
 
 class EvaluationRater(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0010
 Revises: 0003
-Create Date: 2026-11-29 01:06:02.847593
+Create Date: 2026-11-29 01:26:21.597723
 """
 from collections.abc import Sequence
 
@@ -87,6 +87,8 @@ def upgrade() -> None:
     sa.Column('user_id', sa.BigInteger(), nullable=True),
     sa.Column('label', sa.String(length=64), nullable=True),
     sa.Column('public', sa.Boolean(), nullable=False),
+    sa.Column('points', sa.Integer(), nullable=False),
+    sa.Column('awarded_at', bot.storage.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['evaluation_id'], ['evaluations.id'], name=op.f('fk_evaluation_subjects_evaluation_id_evaluations'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_evaluation_subjects_user_id_users'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_evaluation_subjects'))
