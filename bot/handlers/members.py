@@ -164,8 +164,11 @@ async def post(ctx: Context) -> None:
 @router.command("wall")
 async def wall(ctx: Context) -> None:
     _bound(ctx)
+    arg = ctx.args.strip().lower()
+    if arg not in ("", "new"):
+        raise UserError("err_usage_wall")
     posted, refreshed = await ctx.services.members.post_wall(actor_id=ctx.event.user.id,
-                                                             community_id=await community_id(ctx))
+                                                             community_id=await community_id(ctx), anew=arg == "new")
     ctx.reply(ctx.t("wall_posted", posted=posted, refreshed=refreshed), quote=ctx.event.chat.is_group)
 
 

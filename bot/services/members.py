@@ -454,15 +454,18 @@ class MemberService:
                 entries[prof.user_id] = WallEntry(u.display_name if u is not None and prof.showid else None, prof.post)
         return list(entries.values())
 
-    async def post_wall(self, *, actor_id: int, community_id: int) -> tuple[int, int]:
-        """/wall: the wall in each resident chat; a chat that has it already gets it refreshed.
-        Returns (posted now, refreshed)."""
+    async def post_wall(self, *, actor_id: int, community_id: int, anew: bool = False) -> tuple[int, int]:
+        """/wall: the wall in each resident chat; a chat that has it already gets it refreshed
+        (`/wall new`: posted again, should the old message have been deleted). Returns (posted, refreshed)."""
         async with self.ctx.tx() as s:
             community = await self._community(s, community_id)
             await self.ctx.roles.require_secretary(s, community_id, actor_id)
             chats = await self._chats(s, community_id, "resident")
             if not chats:
                 raise UserError("err_wall_no_resident_chat")
+            # A chat unbound (or upgraded to a supergroup, with a new id) since keeps no wall to edit.
+            gone = delete(WallPost).where(WallPost.community_id == community_id)
+            await s.execute(gone if anew else gone.where(WallPost.chat_id.not_in([c.id for c in chats])))
             have = {p.chat_id for p in await s.scalars(select(WallPost).where(WallPost.community_id == community_id))}
             locale = community.locale or self._locale
             tr = Translator(locale)

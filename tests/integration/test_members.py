@@ -280,3 +280,19 @@ async def test_the_wall_pages_fit_whatever_the_number(m: M) -> None:
             text, kb, shown = wall_message(tr, "幸福里" * 20, pages, page, 1)
             assert len(text) < 4096 and shown == page and kb is not None
         assert wall_message(tr, "x", pages, 10_000, 1)[2] == len(pages) - 1
+
+
+async def test_wall_is_one_post_per_resident_chat(m: M) -> None:
+    from bot.storage.models import WallPost
+
+    with pytest.raises(Denied):
+        await m.members.post_wall(actor_id=BOB.id, community_id=m.cid)
+    assert await m.members.post_wall(actor_id=ALICE.id, community_id=m.cid) == (1, 0)
+    assert await m.members.post_wall(actor_id=ALICE.id, community_id=m.cid) == (0, 1)
+    assert await m.members.post_wall(actor_id=ALICE.id, community_id=m.cid, anew=True) == (1, 0)
+    async with m.su.w.ctx.read() as s:
+        [post] = list(await s.scalars(select(WallPost)))
+        walls = list(await s.scalars(select(Outbox).where(Outbox.ref.like("wall:%"))))
+    assert post.chat_id == RES.id and len(walls) == 2 and "承诺墙" in walls[-1].text
+    with pytest.raises(UserError):  # a page press from another chat turns nothing
+        await m.members.turn_page(post_id=post.id, chat_id=MEM.id, page=1)
