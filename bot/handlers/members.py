@@ -206,7 +206,8 @@ async def evaluation(ctx: Context) -> None:
         ctx.reply(ctx.t("ev_published", n=ev.number, chats=chats), quote=ctx.event.chat.is_group)
     elif sub == "result":
         n, _ = number_and_rest_of(rest, "err_usage_evaluation")
-        ev, lines = await svc.result(actor_id=uid, community_id=await community_id(ctx), number=n, tr=ctx.tr)
+        ev, lines = await svc.result(actor_id=uid, community_id=await community_id(ctx), number=n, tr=ctx.tr,
+                                     public_only=_bound(ctx) == "resident")
         ctx.reply(Html("\n".join([str(ctx.t("ev_result_head", n=ev.number, title=ev.title)), *lines])))
     elif sub in ("", "list"):
         rows, tz = await svc.evaluations(actor_id=uid, community_id=await community_id(ctx))

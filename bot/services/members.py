@@ -222,6 +222,11 @@ class MemberService:
                 draft = parse_pledge(args, now=self.ctx.clock(), tz=ZoneInfo(community.timezone))
             except MemberInputError as exc:
                 raise _input(exc) from None
+            # One member's pledges are counted under a lock on their profile row (PostgreSQL; SQLite
+            # has one writer): two /pledge at once from two chats never make a third active one.
+            await self._profile(s, community_id, actor_id)
+            await s.execute(select(MemberProfile.user_id).where(MemberProfile.community_id == community_id,
+                                                                MemberProfile.user_id == actor_id).with_for_update())
             open_now = int(await s.scalar(
                 select(func.count()).select_from(Pledge)
                 .where(Pledge.community_id == community_id, Pledge.user_id == actor_id,
@@ -704,15 +709,16 @@ class MemberService:
             rows.append((Html(await self._label(s, tr, subj, public_only=public_only)), ordered))
         return result_lines(tr, rows)
 
-    async def result(self, *, actor_id: int, community_id: int, number: int, tr: Translator) -> tuple[Evaluation,
-                                                                                                      list[str]]:
-        """The secretary's view after the close (no figures while it is open)."""
+    async def result(self, *, actor_id: int, community_id: int, number: int, tr: Translator,
+                     public_only: bool = False) -> tuple[Evaluation, list[str]]:
+        """The secretary's view after the close (no figures while it is open); `public_only` where
+        residents look (a resident chat): hidden members are 一名党员 there too."""
         async with self.ctx.read() as s:
             await self.ctx.roles.require_secretary(s, community_id, actor_id)
             ev = await self._evaluation(s, community_id, number)
             if ev.state == EV_OPEN:
                 raise UserError("err_evaluation_not_closed", n=ev.number)
-            return ev, await self._results(s, ev, tr, public_only=False)
+            return ev, await self._results(s, ev, tr, public_only=public_only)
 
     async def publish(self, *, actor_id: int, community_id: int, number: int) -> tuple[Evaluation, int]:
         """/evaluation publish: the 公示 in the resident chats with an 异议 button."""

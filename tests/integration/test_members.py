@@ -296,3 +296,12 @@ async def test_wall_is_one_post_per_resident_chat(m: M) -> None:
     assert post.chat_id == RES.id and len(walls) == 2 and "承诺墙" in walls[-1].text
     with pytest.raises(UserError):  # a page press from another chat turns nothing
         await m.members.turn_page(post_id=post.id, chat_id=MEM.id, page=1)
+
+
+async def test_concurrent_pledges_never_pass_the_limit(m: M) -> None:
+    import asyncio
+
+    results = await asyncio.gather(*[m.members.propose(actor_id=CAROL.id, community_id=m.cid, args=f"承诺{i}")
+                                     for i in range(6)], return_exceptions=True)
+    assert sum(isinstance(r, Pledge) for r in results) == 2
+    assert all(isinstance(r, UserError) and r.key == "err_pledge_limit" for r in results if not isinstance(r, Pledge))
