@@ -25,8 +25,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Every benchmark, one after another; each prints its figures and the ratio it is judged by.
+BENCHES := $(basename $(notdir $(filter-out bench/__init__.py,$(wildcard bench/*.py))))
 bench: $(STAMP)
-	$(PY) -m bench.updates_throughput
+	@for b in $(BENCHES); do echo "== bench.$$b"; $(PY) -m bench.$$b || exit 1; done
 
 # The user's guides show the sandbox page: the browser test takes the pictures (needs Chromium).
 screenshots: $(STAMP)

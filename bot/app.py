@@ -13,6 +13,7 @@ from bot.scheduler.runner import JobRunner
 from bot.services.base import ServiceContext
 from bot.services.clock import Clock, system_clock
 from bot.services.communities import CommunityService
+from bot.services.consultations import ConsultationService
 from bot.services.conversations import ConversationService
 from bot.services.demands import DemandService
 from bot.services.meetings import MeetingService
@@ -46,6 +47,7 @@ class Services:
     notices: NoticeService
     meetings: MeetingService
     tasks: TaskService
+    consultations: ConsultationService
     members: MemberService
     retention: RetentionService
     jobs: JobRunner
@@ -106,6 +108,9 @@ class App:
         tasks = TaskService(ctx, demands)
         tasks.register_jobs(jobs)
         tasks.attach_editor(sender.send)  # roster edits: re-rendered from the database, coalesced
+        consultations = ConsultationService(ctx)
+        consultations.register_jobs(jobs)
+        consultations.attach_editor(sender.send)  # turnout and result edits, coalesced
         members = MemberService(ctx, tasks)  # its kept pledges count in the tasks' 先锋指数
         members.register_jobs(jobs)
         members.attach_editor(sender.send)  # the wall's edits: re-rendered from the database, coalesced
@@ -123,6 +128,7 @@ class App:
             notices=notices,
             meetings=meetings,
             tasks=tasks,
+            consultations=consultations,
             members=members,
             retention=retention,
             jobs=jobs,
@@ -137,6 +143,7 @@ class App:
         await self.services.outbox.start()
         await self.services.jobs.start()
         await self.services.tasks.start()
+        await self.services.consultations.start()
         await self.services.members.start()
         await self.transport.start(self.dispatcher.on_event)
         log.info("Linli is running on %s", self.settings.bot_framework)
@@ -146,6 +153,7 @@ class App:
         await self.services.jobs.stop()
         await self.dispatcher.stop()
         await self.services.tasks.stop()
+        await self.services.consultations.stop()
         await self.services.members.stop()
         await self.services.outbox.stop()
         await self.services.sender.close()

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # how long delivered messages, finished timers and abandoned forms are kept.
     filing_limit_per_hour: int = Field(default=5, ge=1, le=1000)
     retention_days: int = Field(default=30, ge=1, le=3650)
+    # Consultations: seconds (附议) at which the secretaries are told of a proposal; a community's own
+    # value (/proposals threshold <n>) wins.
+    proposal_threshold: int = Field(default=10, ge=1, le=10_000)
     # Members in the open: points a kept pledge adds to 先锋指数; how long an evaluation's 公示 takes objections.
     pledge_points: int = Field(default=5, ge=0, le=1000)
     evaluation_points: int = Field(default=5, ge=0, le=1000)

@@ -6,9 +6,9 @@ from bot.handlers.base import Router
 
 
 def build_router() -> Router:
-    from bot.handlers import core, demands, meetings, members, notices, setup, tasks
+    from bot.handlers import consultations, core, demands, meetings, members, notices, setup, tasks
 
     root = Router()
-    for module in (core, setup, demands, tasks, meetings, notices, members):
+    for module in (core, setup, demands, tasks, meetings, notices, consultations, members):
         root.include(module.router)
     return root

@@ -4,6 +4,15 @@ A capability adds its module here, so `Base.metadata` (migrations, the schema te
 """
 
 from bot.storage.models.base import Base, UTCDateTime, utcnow
+from bot.storage.models.consultations import (
+    Ballot,
+    Consultation,
+    ConsultComment,
+    ConsultPost,
+    ConsultProgress,
+    Proposal,
+    ProposalSecond,
+)
 from bot.storage.models.core import (
     AuditEntry,
     Chat,
@@ -33,6 +42,13 @@ from bot.storage.models.privacy import CommunityVisitor, QuotaEvent
 from bot.storage.models.tasks import Task, TaskClaim, TaskPost, VolunteerSkill
 
 __all__ = [
+    "Ballot",
+    "ConsultComment",
+    "Consultation",
+    "ConsultPost",
+    "ConsultProgress",
+    "Proposal",
+    "ProposalSecond",
     "AuditEntry",
     "ChatMove",
     "Base",

@@ -1,7 +1,7 @@
 """members
 
 Revision ID: 0010
-Revises: 0003
+Revises: 0009
 Create Date: 2026-11-29 01:26:21.597723
 """
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import bot.storage.models
 
 revision: str = '0010'
-down_revision: str | None = '0003'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
