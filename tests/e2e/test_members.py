@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 
 from bot.storage.models import (
@@ -45,6 +46,7 @@ def sends(tg: FakeTelegram, chat_id: int, marker: str) -> int:
     return sum(1 for r in tg.sent if r.chat_id == chat_id and r.method == "sendMessage" and r.text and marker in r.text)
 
 
+@pytest.mark.both_databases
 async def test_pledge_returned_then_approved_and_the_wall_edited_in_place(tg: FakeTelegram, bot: BotUnderTest) -> None:
     w = await community(tg, bot)
     sec, res, mem_user, res_user = w["sec"], w["res"], w["mem_user"], w["res_user"]
@@ -172,6 +174,7 @@ async def test_wall_of_200_members_pages_within_telegram_limit(tg: FakeTelegram,
     assert tg.unanswered_callbacks() == []
 
 
+@pytest.mark.both_databases
 async def test_evaluation_close_runs_once_across_restarts(tg: FakeTelegram, bot: BotUnderTest) -> None:
     w = await community(tg, bot)
     sec, res, res_user = w["sec"], w["res"], w["res_user"]
