@@ -305,3 +305,18 @@ async def test_concurrent_pledges_never_pass_the_limit(m: M) -> None:
                                      for i in range(6)], return_exceptions=True)
     assert sum(isinstance(r, Pledge) for r in results) == 2
     assert all(isinstance(r, UserError) and r.key == "err_pledge_limit" for r in results if not isinstance(r, Pledge))
+
+
+async def test_services_evaluation_asks_about_each_category(m: M) -> None:
+    o = await m.members.open_evaluation(actor_id=ALICE.id, community_id=m.cid, args="服务测评 | 2026-03-10 18:00 | services")
+    assert o.subjects == 8
+    q = await m.members.ballot(user_id=BOB.id, evaluation_id=o.evaluation.id, tr=ZH)
+    from config.categories import CATEGORIES
+
+    names = [str(ZH(f"cat_{c}")) for c in CATEGORIES]
+    assert (q.index, q.total, q.label, q.scale) == (1, 8, names[0], RESIDENT_SCALE)
+    q = await m.members.ballot(user_id=CAROL.id, evaluation_id=o.evaluation.id, tr=ZH)
+    assert q.total == 8 and q.scale == RESIDENT_SCALE  # a member answers on services as a resident does
+    assert q.subject is not None
+    nxt = await m.members.vote(user_id=CAROL.id, subject_id=q.subject.id, index=0, tr=ZH)
+    assert nxt.index == 2 and nxt.label == names[1]
