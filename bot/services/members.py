@@ -582,18 +582,26 @@ class MemberService:
                 q = q.where(EvaluationSubject.public.is_(True))
         return q.order_by(EvaluationSubject.position, EvaluationSubject.id)
 
-    async def _label(self, s: AsyncSession, tr: Translator, subj: EvaluationSubject, *, public_only: bool) -> str:
-        if subj.label is not None:
-            return str(tr(f"cat_{subj.label}"))
-        if subj.user_id is None or (public_only and not subj.public):
-            return str(tr("member_anonymous"))
-        user = await s.get(User, subj.user_id)
-        name = esc(user.display_name) if user else tr("member_anonymous")
-        prof = await s.get(MemberProfile, (await s.scalar(select(Evaluation.community_id).where(
-            Evaluation.id == subj.evaluation_id)), subj.user_id))
-        if prof is not None and prof.post:
-            return str(tr("ev_subject_post", name=name, post=prof.post))
-        return str(name)
+    async def _labels(self, s: AsyncSession, tr: Translator, ev: Evaluation, subjects: list[EvaluationSubject], *,
+                      public_only: bool) -> dict[int, str]:
+        """Each subject as shown (HTML): a service's name, or a member's name and post (一名党员 where
+        residents look and the member hides their identity). Two queries for any number."""
+        uids = [x.user_id for x in subjects if x.user_id is not None and (x.public or not public_only)]
+        users = {u.id: u for u in await s.scalars(select(User).where(User.id.in_(uids)))} if uids else {}
+        posts = {p.user_id: p.post for p in await s.scalars(select(MemberProfile).where(
+            MemberProfile.community_id == ev.community_id, MemberProfile.user_id.in_(uids)))} if uids else {}
+        out: dict[int, str] = {}
+        for subj in subjects:
+            user = users.get(subj.user_id) if subj.user_id is not None else None
+            if subj.label is not None:
+                out[subj.id] = str(tr(f"cat_{subj.label}"))
+            elif user is None:
+                out[subj.id] = str(tr("member_anonymous"))
+            elif posts.get(user.id):
+                out[subj.id] = str(tr("ev_subject_post", name=user.display_name, post=posts[user.id]))
+            else:
+                out[subj.id] = str(esc(user.display_name))
+        return out
 
     async def _next(self, s: AsyncSession, ev: Evaluation, user_id: int, tr: Translator) -> Question:
         scale_name, member = await self._rater_scale(s, ev, user_id)
@@ -606,7 +614,7 @@ class MemberService:
         if not left:
             return Question(ev, None, "", answered, len(subjects), scale)
         subj = left[0]
-        label = await self._label(s, tr, subj, public_only=not member)
+        label = (await self._labels(s, tr, ev, [subj], public_only=not member))[subj.id]
         return Question(ev, subj, label, answered + 1, len(subjects), scale)
 
     def _refuse_closed(self, ev: Evaluation) -> None:
@@ -703,10 +711,11 @@ class MemberService:
             if n:
                 counts[sid][choice] = n
         order = MEMBER_SCALE + RESIDENT_SCALE
+        labels = await self._labels(s, tr, ev, subjects, public_only=public_only)
         rows = []
         for subj in subjects:
             ordered = {c: counts[subj.id][c] for c in order if c in counts[subj.id]}
-            rows.append((Html(await self._label(s, tr, subj, public_only=public_only)), ordered))
+            rows.append((Html(labels[subj.id]), ordered))
         return result_lines(tr, rows)
 
     async def result(self, *, actor_id: int, community_id: int, number: int, tr: Translator,

@@ -197,6 +197,9 @@ async def test_four_raters_show_too_few_and_five_show_figures(m: M) -> None:
     text = "\n".join(lines)
     assert "Carol：样本不足（4 人）" in text
     assert "志愿者0：满意/合格 100%（5 人：基本满意 5）" in text
+    _, public = await m.members.result(actor_id=ALICE.id, community_id=m.cid, number=1, tr=ZH, public_only=True)
+    assert "一名党员：样本不足（0 人）" in public and not any("志愿者1" in line for line in public)
+    assert any("志愿者1" in line for line in lines)  # the secretary, privately, sees every member
     ev2, chats = await m.members.publish(actor_id=ALICE.id, community_id=m.cid, number=1)
     assert chats == 1 and ev2.publicity_until is not None
     [post] = [o for o in await m.su.outbox() if o.ref == f"evaluation:{ev.id}:publicity"]
