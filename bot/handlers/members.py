@@ -92,6 +92,9 @@ async def pledge_button(ctx: Context) -> None:
         ctx.send_to(ctx.event.chat.id, ctx.t("pledge_approved", n=p.number), thread_id=ctx.event.thread_id)
     elif action == "r":
         p = await svc.check_returnable(actor_id=uid, pledge_id=pledge_id)
+        if ctx.user is None or not ctx.user.started:  # the reason is asked privately
+            ctx.answer(str(ctx.t("ev_start_first")), alert=True)
+            return
         await ctx.services.conversations.put(uid, uid, RETURN_FORM, "reason", {"pledge_id": p.id})
         ctx.send_to(uid, ctx.t("pledge_return_prompt", n=p.number, text=p.text))
         ctx.answer(str(ctx.t("pledge_return_ask", n=p.number)))
