@@ -527,10 +527,7 @@ class MemberService:
                            ChatMember.status.in_(PRESENT)))))
                 shown = {p.user_id: p.showid for p in await s.scalars(
                     select(MemberProfile).where(MemberProfile.community_id == community_id))}
-                bot_id = None
                 for i, uid in enumerate(member_ids):
-                    if uid == bot_id:
-                        continue
                     subjects.append(EvaluationSubject(position=i, user_id=uid, public=bool(shown.get(uid))))
             else:
                 subjects = [EvaluationSubject(position=i, label=key, public=True) for i, key in enumerate(CATEGORIES)]
