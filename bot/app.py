@@ -20,6 +20,7 @@ from bot.services.grid_ledger import attach_to_ledger
 from bot.services.grids import GridService
 from bot.services.ledger import LedgerService
 from bot.services.meetings import MeetingService
+from bot.services.members import MemberService
 from bot.services.notices import NoticeService
 from bot.services.people import PeopleService
 from bot.services.retention import RetentionService
@@ -50,6 +51,7 @@ class Services:
     meetings: MeetingService
     tasks: TaskService
     consultations: ConsultationService
+    members: MemberService
     retention: RetentionService
     jobs: JobRunner
     outbox: OutboxWorker
@@ -114,6 +116,9 @@ class App:
         consultations = ConsultationService(ctx)
         consultations.register_jobs(jobs)
         consultations.attach_editor(sender.send)  # turnout and result edits, coalesced
+        members = MemberService(ctx, tasks)  # its kept pledges count in the tasks' 先锋指数
+        members.register_jobs(jobs)
+        members.attach_editor(sender.send)  # the wall's edits: re-rendered from the database, coalesced
         retention = RetentionService(ctx)
         retention.register_jobs(jobs)
         grids = GridService(ctx, demands)  # grids and the street: hooks into demands, its own timers
@@ -135,6 +140,7 @@ class App:
             meetings=meetings,
             tasks=tasks,
             consultations=consultations,
+            members=members,
             retention=retention,
             jobs=jobs,
             outbox=outbox,
@@ -152,6 +158,7 @@ class App:
         await self.services.jobs.start()
         await self.services.tasks.start()
         await self.services.consultations.start()
+        await self.services.members.start()
         await self.transport.start(self.dispatcher.on_event)
         log.info("Linli is running on %s", self.settings.bot_framework)
 
@@ -161,6 +168,7 @@ class App:
         await self.dispatcher.stop()
         await self.services.tasks.stop()
         await self.services.consultations.stop()
+        await self.services.members.stop()
         await self.services.outbox.stop()
         await self.services.sender.close()
         await self.transport.stop()

@@ -14,7 +14,9 @@ import sys
 
 # Libraries whose debug (or info) lines carry message content or the token.
 CONTENT_LOGGERS = {"telegram": logging.INFO, "aiogram": logging.INFO, "httpx": logging.WARNING,
-                   "httpcore": logging.WARNING, "aiohttp.access": logging.WARNING}
+                   "httpcore": logging.WARNING, "aiohttp.access": logging.WARNING,
+                   # SQL with its parameters (a ballot answer next to its rater, say)
+                   "aiosqlite": logging.INFO}
 
 
 def configure_logging(level: str) -> None:

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     # Grids and the street: deadlines at a level a demand was moved to, per level, in SLA_OVERRIDES'
     # format, e.g. {"street": {"*": {"*": {"accept": "48h", "resolve": "30d"}}}}.
     sla_level_overrides: dict[str, Any] = Field(default_factory=dict)
+    # Members in the open: points a kept pledge adds to 先锋指数; how long an evaluation's 公示 takes objections.
+    pledge_points: int = Field(default=5, ge=0, le=1000)
+    evaluation_points: int = Field(default=5, ge=0, le=1000)
+    evaluation_publicity_days: int = Field(default=7, ge=1, le=365)
 
     @field_validator("superadmins", mode="before")
     @classmethod

@@ -6,9 +6,20 @@ from bot.handlers.base import Router
 
 
 def build_router() -> Router:
-    from bot.handlers import consultations, core, demands, grids, ledger, meetings, notices, setup, tasks
+    from bot.handlers import (
+        consultations,
+        core,
+        demands,
+        grids,
+        ledger,
+        meetings,
+        members,
+        notices,
+        setup,
+        tasks,
+    )
 
     root = Router()
-    for module in (core, setup, demands, tasks, meetings, notices, consultations, grids, ledger):
+    for module in (core, setup, demands, tasks, meetings, notices, consultations, members, grids, ledger):
         root.include(module.router)
     return root

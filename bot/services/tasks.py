@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import delete, event, func, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -170,6 +170,7 @@ class TaskService:
         self.batch_claims = batch_claims
         self._batcher = ClaimBatcher(self)
         self._task_community: dict[int, int] = {}
+        self.point_sources: list[Callable[[int], Any]] = []  # other capabilities' points (先锋指数)
         ctx.personal.register("tasks", self._export_user, self._forget_user)
 
     def register_jobs(self, jobs: JobRunner) -> None:
@@ -753,16 +754,31 @@ class TaskService:
 
     # ------------------------------------------------------------------ points (先锋指数)
 
-    def _awarded(self, community_id: int, since: datetime | None) -> Any:
-        q = (
-            select(TaskClaim.user_id, func.sum(TaskClaim.points), func.sum(TaskClaim.minutes), func.count())
+    def add_point_source(self, source: Callable[[int], Any]) -> None:
+        """Another capability's points counted in /points and /leaderboard (a kept pledge):
+        `source(community_id)` selects rows of (user_id, points, minutes, awarded_at, tasks)."""
+        self.point_sources.append(source)
+
+    def _awarded(self, community_id: int, since: datetime | None, user_id: int | None = None) -> Any:
+        rows: Any = (
+            select(TaskClaim.user_id.label("user_id"), TaskClaim.points.label("points"),
+                   TaskClaim.minutes.label("minutes"), TaskClaim.awarded_at.label("awarded_at"),
+                   literal(1).label("tasks"))
             .join(Task, Task.id == TaskClaim.task_id)
             .where(Task.community_id == community_id, TaskClaim.awarded_at.is_not(None),
                    TaskClaim.user_id.is_not(None))
-            .group_by(TaskClaim.user_id)
+        )
+        if self.point_sources:
+            rows = union_all(rows, *(source(community_id) for source in self.point_sources))
+        sub = rows.subquery()
+        q = (
+            select(sub.c.user_id, func.sum(sub.c.points), func.sum(sub.c.minutes), func.sum(sub.c.tasks))
+            .group_by(sub.c.user_id)
         )
         if since is not None:
-            q = q.where(TaskClaim.awarded_at >= since)
+            q = q.where(sub.c.awarded_at >= since)
+        if user_id is not None:
+            q = q.where(sub.c.user_id == user_id)
         return q
 
     async def points(self, *, actor_id: int, community_id: int) -> Points:
@@ -770,8 +786,8 @@ class TaskService:
             community = await self._community(s, community_id)
             await self._require_member(s, community_id, actor_id)
             since = period_start("month", self.ctx.clock(), ZoneInfo(community.timezone))
-            month = (await s.execute(self._awarded(community_id, since).where(TaskClaim.user_id == actor_id))).first()
-            total = (await s.execute(self._awarded(community_id, None).where(TaskClaim.user_id == actor_id))).first()
+            month = (await s.execute(self._awarded(community_id, since, actor_id))).first()
+            total = (await s.execute(self._awarded(community_id, None, actor_id))).first()
         return Points(int(month[1]) if month else 0, int(month[2]) if month else 0,
                       int(total[1]) if total else 0, int(total[2]) if total else 0, int(total[3]) if total else 0)
 

@@ -29,6 +29,16 @@ from bot.storage.models.demands import Demand, DemandEvent, DemandFollower, Dema
 from bot.storage.models.grids import Grid, ResidentBuilding, Street, StreetCommunity, StreetOfficer
 from bot.storage.models.ledger import DigestOptOut
 from bot.storage.models.meetings import Meeting, MeetingAttendee
+from bot.storage.models.members import (
+    Evaluation,
+    EvaluationCount,
+    EvaluationRater,
+    EvaluationSubject,
+    MemberProfile,
+    Pledge,
+    PledgeUpdate,
+    WallPost,
+)
 from bot.storage.models.notices import ChatMove, Notice, NoticeAck, NoticeDelivery
 from bot.storage.models.privacy import CommunityVisitor, QuotaEvent
 from bot.storage.models.tasks import Task, TaskClaim, TaskPost, VolunteerSkill
@@ -76,4 +86,12 @@ __all__ = [
     "User",
     "VolunteerSkill",
     "utcnow",
+    "Evaluation",
+    "EvaluationCount",
+    "EvaluationRater",
+    "EvaluationSubject",
+    "MemberProfile",
+    "Pledge",
+    "PledgeUpdate",
+    "WallPost",
 ]
