@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select, update
 from bot.services.base import ServiceContext
 from bot.services.erasure import communities_of_person, erase_shared, export_shared, identity
 from bot.services.errors import UserError
+from bot.services.people_cache import PeopleCache
 from bot.services.personal import row_dict
 from bot.services.roles import PRESENT, CommunityRoles
 from bot.storage.models import (
@@ -67,12 +68,16 @@ class PeopleService:
         self._users = _TtlSet(600)
         self._seen = _TtlSet(600)
         self._chats = _TtlSet(600)
+        self.cache = PeopleCache()
+        bind = ctx.sessions.kw.get("bind")
+        if bind is not None:
+            self.cache.watch(bind)
 
     async def observe(self, event: Event) -> Observed:
         """Record the user (and chat, and membership of a bound chat) behind an update.
 
-        Writes happen only when something is new or changed (remembered for a while), so the
-        common update costs one read.
+        Writes happen only when something is new or changed (remembered for a while), and the rows
+        are remembered too (dropped at any committed change), so the common update costs no query.
         """
         u, c = event.user, event.chat
         private = c.is_private
@@ -101,17 +106,36 @@ class PeopleService:
                         s, Chat, {"id": c.id, "type": c.type, "title": c.title, "is_forum": c.is_forum}, ["id"],
                         ["type", "title", "is_forum"],
                     )
-        async with self.ctx.read() as s:
-            user = await s.get(User, u.id) if not u.is_bot else None
-            chat = community = None
-            if c.is_group:
-                row = (
-                    await s.execute(
-                        select(Chat, Community).outerjoin(Community, Community.id == Chat.community_id).where(Chat.id == c.id)
-                    )
-                ).first()
-                if row is not None:
-                    chat, community = row
+        # The rows themselves, remembered between updates (bot/services/people_cache.py).
+        cache = self.cache
+        generation = cache.generation
+        user = None if u.is_bot else cache.user(u.id)
+        need_user = user is None and not u.is_bot
+        chat = community = None
+        need_chat = False
+        if c.is_group:
+            hit = cache.chat(c.id)
+            if hit is None:
+                need_chat = True
+            else:
+                chat, community = hit
+        if need_user or need_chat:
+            async with self.ctx.read() as s:
+                if need_user:
+                    user = await s.get(User, u.id)
+                if need_chat:
+                    row = (
+                        await s.execute(
+                            select(Chat, Community).outerjoin(Community, Community.id == Chat.community_id)
+                            .where(Chat.id == c.id)
+                        )
+                    ).first()
+                    if row is not None:
+                        chat, community = row
+            if need_user and user is not None:
+                cache.put_user(generation, user)
+            if need_chat and chat is not None:
+                cache.put_chat(generation, chat, community)
         if user is not None:
             self._users.put(u.id, (snapshot, user.started))
         if write_chat:

@@ -40,6 +40,10 @@ WRITE_TIMEOUT = 20.0  # uploads (documents, photos)
 POOL_TIMEOUT = 5.0
 # getUpdates: the long-poll timeout plus this.
 POLL_READ_MARGIN = 10.0
+# Bot API calls in flight at once (connections kept to Telegram), the same on both frameworks;
+# more calls wait their turn in the adapter, not in the HTTP library's pool (whose pool timeout
+# would fail them, and whose queue costs grow with its length).
+CONNECTIONS = 32
 
 
 class Network(StrEnum):

@@ -6,6 +6,7 @@ port errors, so handlers, services and the sender cannot tell the frameworks apa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +38,7 @@ from bot.transport.base import EventSink, Transport  # noqa: E402
 from bot.transport.convert import callback_event, member_event, message_events, to_user, value  # noqa: E402
 from bot.transport.errors import (  # noqa: E402
     CONNECT_TIMEOUT,
+    CONNECTIONS,
     POLL_READ_MARGIN,
     POOL_TIMEOUT,
     READ_TIMEOUT,
@@ -64,9 +66,14 @@ class _Request(HTTPXRequest):
     """PTB's httpx request, recording what each call got back (bot/transport/errors.py), so
     failures are classified exactly as on aiogram."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = asyncio.Semaphore(kwargs.get("connection_pool_size", 1))
+
     async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
         try:
-            code, payload = await super().do_request(*args, **kwargs)
+            async with self._slots:  # at most one call per pooled connection reaches httpx
+                code, payload = await super().do_request(*args, **kwargs)
         except (TimedOut, NetworkError) as exc:
             cause = exc.__cause__
             kind = Network.NOT_SENT if isinstance(cause, _NOT_SENT) else Network.ANSWER_LOST
@@ -211,8 +218,8 @@ class PtbTransport(Transport):
             httpx_log.setLevel(logging.WARNING)
         self._requests = (
             _Request(
-                connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, write_timeout=WRITE_TIMEOUT,
-                pool_timeout=POOL_TIMEOUT, media_write_timeout=WRITE_TIMEOUT,
+                connection_pool_size=CONNECTIONS, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                write_timeout=WRITE_TIMEOUT, pool_timeout=POOL_TIMEOUT, media_write_timeout=WRITE_TIMEOUT,
             ),
             _Request(
                 connection_pool_size=1, connect_timeout=CONNECT_TIMEOUT, read_timeout=POLL_READ_MARGIN,
