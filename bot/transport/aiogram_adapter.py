@@ -36,6 +36,7 @@ from bot.transport.errors import (
     WRITE_TIMEOUT,
     Network,
     classify,
+    log_failed_poll,
     note_network,
     note_response,
     recording,
@@ -43,6 +44,17 @@ from bot.transport.errors import (
 from bot.transport.port import CallbackAnswer, Document, Event, Keyboard, Sent, User
 
 log = logging.getLogger("linli.aiogram")
+
+
+class _NoOwnPollLines(logging.Filter):
+    """aiogram logs a failed getUpdates itself (an error, then a warning about its backoff); the
+    adapter logs it through the shared table instead (bot/transport/errors.py: log_failed_poll)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Failed to fetch updates", "Sleep for"))
+
+
+logging.getLogger("aiogram.dispatcher").addFilter(_NoOwnPollLines())
 T = TypeVar("T")
 
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member"]
@@ -53,6 +65,16 @@ class _Session(AiohttpSession):
     (bot/transport/errors.py), so failures are classified exactly as on python-telegram-bot."""
 
     async def make_request(self, bot: Bot, method: TelegramMethod[T], timeout: int | None = None) -> T:
+        if method.__api_method__ != "getUpdates":
+            return await self._make_request(bot, method, timeout)
+        with recording() as answer:  # a failed poll is logged by the shared table, as on PTB
+            try:
+                return await self._make_request(bot, method, timeout)
+            except Exception as exc:
+                log_failed_poll(answer, exc)
+                raise
+
+    async def _make_request(self, bot: Bot, method: TelegramMethod[T], timeout: int | None = None) -> T:
         session = await self.create_session()
         url = self.api.api_url(token=bot.token, method=method.__api_method__)
         form = self.build_form_data(bot=bot, method=method)

@@ -43,8 +43,10 @@ from bot.transport.errors import (  # noqa: E402
     POOL_TIMEOUT,
     READ_TIMEOUT,
     WRITE_TIMEOUT,
+    Answer,
     Network,
     classify,
+    log_failed_poll,
     note_network,
     note_response,
     recording,
@@ -81,6 +83,28 @@ class _Request(HTTPXRequest):
             raise
         note_response(code, payload)
         return code, payload
+
+
+class _PollRequest(_Request):
+    """The request that carries getUpdates: a failed poll is logged by the shared table, as on aiogram
+    (PTB itself reports only some failures, through the error callback, and a timeout not at all)."""
+
+    logged = False  # the last failure was logged here already (not again by the error callback)
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        self.logged = False
+        with recording() as answer:
+            self.answer = answer
+            try:
+                code, payload = await super().do_request(*args, **kwargs)
+            except Exception as exc:
+                self.logged = True
+                log_failed_poll(answer, exc)
+                raise
+            if not 200 <= code <= 299:
+                self.logged = True
+                log_failed_poll(answer, RuntimeError(f"HTTP {code}"))
+            return code, payload
 
 
 @asynccontextmanager
@@ -221,7 +245,7 @@ class PtbTransport(Transport):
                 connection_pool_size=CONNECTIONS, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
                 write_timeout=WRITE_TIMEOUT, pool_timeout=POOL_TIMEOUT, media_write_timeout=WRITE_TIMEOUT,
             ),
-            _Request(
+            _PollRequest(
                 connection_pool_size=1, connect_timeout=CONNECT_TIMEOUT, read_timeout=POLL_READ_MARGIN,
                 write_timeout=WRITE_TIMEOUT, pool_timeout=POOL_TIMEOUT,
             ),
@@ -289,8 +313,12 @@ class PtbTransport(Transport):
                 log.debug("closing a PTB HTTP client failed", exc_info=True)
 
     def _on_poll_error(self, exc: TelegramError) -> None:
-        # PTB keeps polling with its own backoff; a failed getUpdates is worth a line, not a crash.
-        log.warning("getUpdates failed: %s: %s", type(exc).__name__, exc.message)
+        # PTB keeps polling with its own backoff; a failed getUpdates is worth a line, not a crash:
+        # logged by the poll request already, unless the answer came but could not be read.
+        poll = self._requests[1]
+        if not poll.logged:
+            log_failed_poll(getattr(poll, "answer", None) or Answer(), exc)
+        poll.logged = False
 
     async def _on_handler_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("update %s could not be handed over", getattr(update, "update_id", "?"), exc_info=context.error)
