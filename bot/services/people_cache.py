@@ -86,6 +86,18 @@ class PeopleCache:
             self._users.clear()
         self._users[user.id] = (time.monotonic(), _values(user))
 
+    def put_values(self, generation: int, values: dict[str, Any]) -> None:
+        """A user row as a write returned it (committed since `generation` was read)."""
+        if not self._fresh(generation, USERS, values["id"]):
+            return
+        if len(self._users) >= self.cap:
+            self._users.clear()
+        self._users[values["id"]] = (time.monotonic(), dict(values))
+
+    @staticmethod
+    def user_from(values: dict[str, Any]) -> User:
+        return _copy(User, values)
+
     def put_chat(self, generation: int, chat: Chat, community: Community | None) -> None:
         if not self._fresh(generation, CHATS, chat.id):
             return

@@ -4,12 +4,13 @@ this process, whichever way the change was written. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import event, text, update
+from sqlalchemy import event, select, text, update
 
-from bot.storage.models import Chat, Community, User
+from bot.storage.models import Chat, ChatMember, Community, User
 from bot.transport.port import Event, EventKind
 from tests.integration.conftest import ALICE, BOB, MEM, RES, World
 from tests.integration.test_communities import bind_both
@@ -134,3 +135,39 @@ async def test_a_read_that_overlaps_a_commit_is_not_remembered(world: World) -> 
     cache.put_user(generation, old)
     assert cache.user(BOB.id) is None
     assert (await press(world)).user.language == "en"  # type: ignore[union-attr]
+
+
+async def test_a_burst_of_first_sightings_shares_transactions(world: World) -> None:
+    """Many people seen for the first time at once: every row written, each update returning only
+    after its own write is committed, in a handful of transactions rather than one each."""
+    await bind_both(world)
+    await press(world)
+    people = [type(BOB)(10_000 + i, f"队员{i}") for i in range(60)]
+    before = world.people._writes.transactions
+    seen = await asyncio.gather(*(press(world, p) for p in people))
+    assert [o.user.first_name for o in seen] == [p.first_name for p in people]  # type: ignore[union-attr]
+    assert world.people._writes.transactions - before < 20
+    async with world.ctx.read() as s:
+        users = set(await s.scalars(select(User.id).where(User.id >= 10_000)))
+        members = set(await s.scalars(select(ChatMember.user_id).where(ChatMember.chat_id == MEM.id,
+                                                                       ChatMember.user_id >= 10_000)))
+    assert users == members == {p.id for p in people}
+
+
+async def test_one_failing_write_fails_only_its_own_update(world: World) -> None:
+    writes = world.people._writes
+    done: list[int] = []
+
+    def ok(n: int):  # type: ignore[no-untyped-def]
+        async def write(s: object) -> None:
+            done.append(n)
+        return write
+
+    async def bad(s: object) -> None:
+        raise RuntimeError("this one")
+
+    results = await asyncio.gather(writes.run(1, ok(1)), writes.run(2, bad), writes.run(3, ok(3)),
+                                   return_exceptions=True)
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], RuntimeError)
+    assert 1 in done and 3 in done
