@@ -30,6 +30,7 @@ from bot.transport.base import EventSink, Transport
 from bot.transport.convert import callback_event, member_event, message_events, to_user, value
 from bot.transport.errors import (
     CONNECT_TIMEOUT,
+    CONNECTIONS,
     POLL_READ_MARGIN,
     POOL_TIMEOUT,
     READ_TIMEOUT,
@@ -225,8 +226,9 @@ class AiogramApi:
 class AiogramTransport(Transport):
     def __init__(self, token: str, api_base: str | None, *, poll_timeout: int = 25) -> None:
         # The session's own timeout is only what aiogram's polling adds to the long-poll timeout.
-        session = (_Session(api=TelegramAPIServer.from_base(api_base), timeout=POLL_READ_MARGIN) if api_base
-                   else _Session(timeout=POLL_READ_MARGIN))
+        # As many connections as on PTB (bot/transport/errors.py: CONNECTIONS).
+        session = (_Session(api=TelegramAPIServer.from_base(api_base), timeout=POLL_READ_MARGIN, limit=CONNECTIONS)
+                   if api_base else _Session(timeout=POLL_READ_MARGIN, limit=CONNECTIONS))
         self.bot = Bot(
             token,
             session=session,
