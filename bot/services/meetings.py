@@ -9,7 +9,6 @@ stands down, and a reminder never fires twice or after the meeting has begun.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Text, bindparam, cast, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -176,26 +175,6 @@ def _keyboard_json(keyboard: Keyboard | None) -> dict[str, Any] | None:
     return {"rows": keyboard.to_json()} if keyboard else None
 
 
-def _unnest_insert(table: Any, columns: list[str], rows: list[dict[str, Any]]) -> Any:
-    """PostgreSQL: every row in one statement of one array per column (INSERT ... SELECT FROM
-    unnest(...)): one round trip and one plan, however many rows (executemany costs a protocol
-    exchange per row). JSON travels as text and is cast back."""
-    arrays, picks = [], []
-    for i, name in enumerate(columns):
-        col_type = table.c[name].type
-        values = [r[name] for r in rows]
-        if isinstance(col_type, JSON):
-            values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
-            col_type = Text()
-        arrays.append(bindparam(f"u{i}", values, type_=postgresql.ARRAY(col_type)))
-    source = func.unnest(*arrays).table_valued(*[f"c{i}" for i in range(len(columns))]).render_derived(name="u")
-    for i, name in enumerate(columns):
-        picked = source.c[f"c{i}"]
-        picks.append(cast(picked, JSON) if isinstance(table.c[name].type, JSON) else picked)
-    return (postgresql.insert(table).from_select(columns, select(*picks))
-            .on_conflict_do_nothing(index_elements=["dedup_key"]))
-
-
 async def _enqueue_many(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Many outbox rows at once (a burst of reminders); a repeated dedup_key is skipped.
 
@@ -210,7 +189,7 @@ async def _enqueue_many(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
     dialect = conn.dialect
     table = Outbox.__table__
     if dialect.name != "sqlite":
-        await conn.execute(_unnest_insert(table, list(rows[0]), rows))
+        await conn.execute(postgresql.insert(table).on_conflict_do_nothing(index_elements=["dedup_key"]), rows)
         return
     columns = list(rows[0])
     procs = [table.c[c].type.bind_processor(dialect) for c in columns]
