@@ -138,7 +138,9 @@ class Dispatcher:
             else:
                 ctx.reply(text, quote=event.chat.is_group)
         except Exception:
-            log.exception("handler failed for %s", event)
+            # Ids and the error only: the event holds what was typed and who typed it.
+            log.exception("handler failed for update %s (%s) in chat %s", event.update_id, event.kind.value,
+                          event.chat.id)
             ctx.messages.clear()
             if event.kind == EventKind.CALLBACK:
                 ctx.answer(str(ctx.t("err_internal")), alert=True)

@@ -207,10 +207,9 @@ class JobRunner:
             now = self.clock()
             try:
                 async with writing(self.sessions) as session:
-                    claimed = await self._claim(session, ids, now)
-                    if not claimed:
+                    jobs = sorted(await self._claim(session, ids, now), key=lambda j: (j.due_at, j.id))
+                    if not jobs:
                         return {}
-                    jobs = list(await session.scalars(select(Job).where(Job.id.in_(claimed)).order_by(Job.due_at, Job.id)))
                     results = await self._run(session, jobs)
                     stored: dict[str, list[int]] = defaultdict(list)
                     for jid, result in results.items():
@@ -236,21 +235,22 @@ class JobRunner:
         self.after_run()
         return results
 
-    async def _claim(self, session: AsyncSession, ids: list[int], now: datetime) -> list[int]:
-        """Mark the claimable jobs done; a conditional UPDATE, so only one claimer wins each."""
+    async def _claim(self, session: AsyncSession, ids: list[int], now: datetime) -> list[Job]:
+        """Mark the claimable jobs done; a conditional UPDATE, so only one claimer wins each. The
+        jobs come back from the same statement (one round trip, not two)."""
         claimable = (
             select(Job.id)
             .where(Job.id.in_(ids), Job.done_at.is_(None), Job.due_at <= now)
             .with_for_update(skip_locked=True)  # PostgreSQL: rows another instance holds are its own
         )
-        res = await session.execute(
+        res = await session.scalars(
             update(Job)
             .where(Job.id.in_(claimable.scalar_subquery()))
             .values(done_at=now, attempts=Job.attempts + 1)
-            .returning(Job.id)
+            .returning(Job)
             .execution_options(synchronize_session=False)
         )
-        return list(res.scalars())
+        return list(res)
 
     async def _run(self, session: AsyncSession, jobs: list[Job]) -> dict[int, str | None]:
         by_kind: dict[str, list[Job]] = defaultdict(list)

@@ -8,10 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services.base import ServiceContext
 from bot.services.erasure import communities_of_person, erase_shared, export_shared, identity
 from bot.services.errors import UserError
+from bot.services.people_cache import PeopleCache
+from bot.services.people_writes import GroupWrites
 from bot.services.personal import row_dict
 from bot.services.roles import PRESENT, CommunityRoles
 from bot.storage.models import (
@@ -67,12 +71,17 @@ class PeopleService:
         self._users = _TtlSet(600)
         self._seen = _TtlSet(600)
         self._chats = _TtlSet(600)
+        self.cache = PeopleCache()
+        self._writes = GroupWrites(ctx)
+        bind = ctx.sessions.kw.get("bind")
+        if bind is not None:
+            self.cache.watch(bind)
 
     async def observe(self, event: Event) -> Observed:
         """Record the user (and chat, and membership of a bound chat) behind an update.
 
-        Writes happen only when something is new or changed (remembered for a while), so the
-        common update costs one read.
+        Writes happen only when something is new or changed (remembered for a while), and the rows
+        are remembered too (dropped at any committed change), so the common update costs no query.
         """
         u, c = event.user, event.chat
         private = c.is_private
@@ -81,47 +90,92 @@ class PeopleService:
         write_user = not u.is_bot and (cached is None or cached[0] != snapshot or (private and not cached[1]))
         chat_snapshot = (c.title, c.is_forum)
         write_chat = c.is_group and self._chats.get(c.id) != chat_snapshot
-        if write_user or write_chat:
-            async with self.ctx.tx() as s:
-                if write_user:
-                    values: dict[str, Any] = {
-                        "id": u.id,
-                        "first_name": u.first_name[:128],
-                        "last_name": (u.last_name or None) and u.last_name[:128],
-                        "username": u.username,
-                        "telegram_language": u.language_code,
-                    }
-                    update_cols = ["first_name", "last_name", "username", "telegram_language"]
-                    if private:
-                        values["started"] = True
-                        update_cols.append("started")
-                    await upsert(s, User, values, ["id"], update_cols)
+        # The rows themselves, remembered between updates (bot/services/people_cache.py).
+        cache = self.cache
+        user = None if u.is_bot or write_user else cache.user(u.id)
+        chat = community = None
+        if c.is_group and not write_chat:
+            hit = cache.chat(c.id)
+            if hit is not None:
+                chat, community = hit
+        # A message or a button press in a bound chat shows the user is in it.
+        pressing = event.kind in (EventKind.MESSAGE, EventKind.CALLBACK) and not u.is_bot
+        member_now = (
+            pressing and chat is not None and bool(chat.kind) and (write_user or user is not None)
+            and not self._seen.get((c.id, u.id))
+        )
+        if write_user or write_chat or member_now:
+            user_values: dict[str, Any] | None = None
+            update_cols = ["first_name", "last_name", "username", "telegram_language"]
+            if write_user:
+                user_values = {
+                    "id": u.id,
+                    "first_name": u.first_name[:128],
+                    "last_name": (u.last_name or None) and u.last_name[:128],
+                    "username": u.username,
+                    "telegram_language": u.language_code,
+                }
+                if private:
+                    user_values["started"] = True
+                    update_cols.append("started")
+
+            written: dict[str, Any] = {}
+
+            async def write(s: AsyncSession) -> None:
+                if user_values is not None:
+                    # The row as it now stands comes back (RETURNING): no read after the write.
+                    table = User.__table__
+                    dialect = s.bind.dialect.name if s.bind else "sqlite"
+                    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table).values(**user_values)
+                    stmt = ins.on_conflict_do_update(index_elements=["id"], set_={k: ins.excluded[k] for k in update_cols})
+                    row = (await s.execute(stmt.returning(*table.c))).one()
+                    written.clear()
+                    written.update(row._mapping)
                 if write_chat:
                     await upsert(
                         s, Chat, {"id": c.id, "type": c.type, "title": c.title, "is_forum": c.is_forum}, ["id"],
                         ["type", "title", "is_forum"],
                     )
-        async with self.ctx.read() as s:
-            user = await s.get(User, u.id) if not u.is_bot else None
-            chat = community = None
-            if c.is_group:
-                row = (
-                    await s.execute(
-                        select(Chat, Community).outerjoin(Community, Community.id == Chat.community_id).where(Chat.id == c.id)
-                    )
-                ).first()
-                if row is not None:
-                    chat, community = row
+                if member_now:
+                    await upsert(s, ChatMember, {"chat_id": c.id, "user_id": u.id, "status": "member"},
+                                 ["chat_id", "user_id"])
+
+            # Shared with the other updates arriving meanwhile (one transaction for a burst).
+            await self._writes.run(u.id, write)
+            if member_now:
+                self._seen.put((c.id, u.id))
+            if written:
+                user = cache.user_from(written)
+                cache.put_values(cache.generation, written)
+        generation = cache.generation
+        need_user = user is None and not u.is_bot
+        need_chat = c.is_group and chat is None
+        if need_user or need_chat:
+            async with self.ctx.read() as s:
+                if need_user:
+                    user = await s.get(User, u.id)
+                if need_chat:
+                    row = (
+                        await s.execute(
+                            select(Chat, Community).outerjoin(Community, Community.id == Chat.community_id)
+                            .where(Chat.id == c.id)
+                        )
+                    ).first()
+                    if row is not None:
+                        chat, community = row
+            if need_user and user is not None:
+                cache.put_user(generation, user)
+            if need_chat and chat is not None:
+                cache.put_chat(generation, chat, community)
         if user is not None:
             self._users.put(u.id, (snapshot, user.started))
         if write_chat:
             self._chats.put(c.id, chat_snapshot)
-        # A message or a button press in a bound chat shows the user is in it.
         if (
-            chat is not None
+            pressing
+            and chat is not None
             and chat.kind
             and user is not None
-            and event.kind in (EventKind.MESSAGE, EventKind.CALLBACK)
             and not self._seen.get((c.id, u.id))
         ):
             async with self.ctx.tx() as s:

@@ -466,7 +466,7 @@ class TaskService:
                          "points": 0, "minutes": 0} for uid in granted]
                 rows += [{"task_id": task_id, "user_id": uid, "status": "waiting", "seq": queue_seq + i + 1,
                           "created_at": now, "points": 0, "minutes": 0} for i, uid in enumerate(waiting)]
-                inserted = set(await s.scalars(self._insert_claims(s, rows)))
+                inserted = set(await s.scalars(self._insert_claims(s), rows))
                 lost = [uid for uid in granted if uid not in inserted]
                 if lost:  # the same person claimed through another instance meanwhile: their slot goes back
                     await s.execute(update(Task).where(Task.id == task_id).values(claimed=Task.claimed - len(lost))
@@ -505,10 +505,13 @@ class TaskService:
             seen.add(uid)
         return results
 
-    def _insert_claims(self, s: AsyncSession, rows: list[dict[str, Any]]) -> Any:
+    def _insert_claims(self, s: AsyncSession) -> Any:
+        """Claim rows, given as parameter sets (executemany: compiled once, not once per batch size);
+        returns the user ids actually inserted."""
         dialect = s.bind.dialect.name if s.bind else "sqlite"
-        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(TaskClaim).values(rows)
-        return ins.on_conflict_do_nothing(index_elements=["task_id", "user_id"]).returning(TaskClaim.user_id)
+        table = TaskClaim.__table__
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        return ins.on_conflict_do_nothing(index_elements=["task_id", "user_id"]).returning(table.c.user_id)
 
     async def _position(self, s: AsyncSession, task_id: int, seq: int) -> int:
         return int(await s.scalar(

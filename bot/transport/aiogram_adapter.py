@@ -30,12 +30,14 @@ from bot.transport.base import EventSink, Transport
 from bot.transport.convert import callback_event, member_event, message_events, to_user, value
 from bot.transport.errors import (
     CONNECT_TIMEOUT,
+    CONNECTIONS,
     POLL_READ_MARGIN,
     POOL_TIMEOUT,
     READ_TIMEOUT,
     WRITE_TIMEOUT,
     Network,
     classify,
+    log_failed_poll,
     note_network,
     note_response,
     recording,
@@ -43,6 +45,17 @@ from bot.transport.errors import (
 from bot.transport.port import CallbackAnswer, Document, Event, Keyboard, Sent, User
 
 log = logging.getLogger("linli.aiogram")
+
+
+class _NoOwnPollLines(logging.Filter):
+    """aiogram logs a failed getUpdates itself (an error, then a warning about its backoff); the
+    adapter logs it through the shared table instead (bot/transport/errors.py: log_failed_poll)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Failed to fetch updates", "Sleep for"))
+
+
+logging.getLogger("aiogram.dispatcher").addFilter(_NoOwnPollLines())
 T = TypeVar("T")
 
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member"]
@@ -53,6 +66,16 @@ class _Session(AiohttpSession):
     (bot/transport/errors.py), so failures are classified exactly as on python-telegram-bot."""
 
     async def make_request(self, bot: Bot, method: TelegramMethod[T], timeout: int | None = None) -> T:
+        if method.__api_method__ != "getUpdates":
+            return await self._make_request(bot, method, timeout)
+        with recording() as answer:  # a failed poll is logged by the shared table, as on PTB
+            try:
+                return await self._make_request(bot, method, timeout)
+            except Exception as exc:
+                log_failed_poll(answer, exc)
+                raise
+
+    async def _make_request(self, bot: Bot, method: TelegramMethod[T], timeout: int | None = None) -> T:
         session = await self.create_session()
         url = self.api.api_url(token=bot.token, method=method.__api_method__)
         form = self.build_form_data(bot=bot, method=method)
@@ -203,8 +226,9 @@ class AiogramApi:
 class AiogramTransport(Transport):
     def __init__(self, token: str, api_base: str | None, *, poll_timeout: int = 25) -> None:
         # The session's own timeout is only what aiogram's polling adds to the long-poll timeout.
-        session = (_Session(api=TelegramAPIServer.from_base(api_base), timeout=POLL_READ_MARGIN) if api_base
-                   else _Session(timeout=POLL_READ_MARGIN))
+        # As many connections as on PTB (bot/transport/errors.py: CONNECTIONS).
+        session = (_Session(api=TelegramAPIServer.from_base(api_base), timeout=POLL_READ_MARGIN, limit=CONNECTIONS)
+                   if api_base else _Session(timeout=POLL_READ_MARGIN, limit=CONNECTIONS))
         self.bot = Bot(
             token,
             session=session,

@@ -21,6 +21,7 @@ The framework's own exception is only a fallback for failures no answer was reco
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,12 @@ WRITE_TIMEOUT = 20.0  # uploads (documents, photos)
 POOL_TIMEOUT = 5.0
 # getUpdates: the long-poll timeout plus this.
 POLL_READ_MARGIN = 10.0
+# Bot API calls in flight at once (connections kept to Telegram), the same on both frameworks;
+# more calls wait their turn in the adapter, not in the HTTP library's pool (whose pool timeout
+# would fail them, and whose queue costs grow with its length). Sends are held to about 30 a
+# second anyway; the rest is for bursts of button answers. httpx checks every pooled connection
+# at every call, so more connections cost CPU per call (bench/claims.py on PTB).
+CONNECTIONS = 16
 
 
 class Network(StrEnum):
@@ -193,3 +200,24 @@ def classify(answer: Answer, fallback: BaseException) -> BotApiError:
     if 400 <= status <= 499:
         return PermanentError(status, desc)
     return TransientError(desc)
+
+
+# ---------------------------------------------------------------- failed polls
+
+poll_log = logging.getLogger("linli.poll")
+# How loud a failed getUpdates is, by its kind in the table above: a passing failure (the network,
+# a 5xx, a flood wait) is retried by the framework and worth a warning; a refusal (401 a revoked
+# token, 409 a webhook set or another instance polling) does not pass by itself: an error.
+POLL_LEVELS: dict[ErrorKind, int] = {ErrorKind.TRANSIENT: logging.WARNING, ErrorKind.FLOOD: logging.WARNING,
+                                     ErrorKind.ACCEPTED: logging.WARNING}
+
+
+def log_failed_poll(answer: Answer, exc: BaseException) -> ErrorKind:
+    """Both adapters report a failed getUpdates here: the same failure gives the same line, at the
+    same level, on the same logger ("linli.poll"). The line holds the error (status, Telegram's
+    description, or how the connection failed), never an update's content."""
+    error = classify(answer, exc)
+    kind = kind_of(error)
+    level = POLL_LEVELS.get(kind, logging.ERROR)
+    poll_log.log(level, "getUpdates failed (%s): %s", kind.value, error, extra={"error_kind": kind.value})
+    return kind

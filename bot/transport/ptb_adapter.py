@@ -6,6 +6,7 @@ port errors, so handlers, services and the sender cannot tell the frameworks apa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,12 +38,15 @@ from bot.transport.base import EventSink, Transport  # noqa: E402
 from bot.transport.convert import callback_event, member_event, message_events, to_user, value  # noqa: E402
 from bot.transport.errors import (  # noqa: E402
     CONNECT_TIMEOUT,
+    CONNECTIONS,
     POLL_READ_MARGIN,
     POOL_TIMEOUT,
     READ_TIMEOUT,
     WRITE_TIMEOUT,
+    Answer,
     Network,
     classify,
+    log_failed_poll,
     note_network,
     note_response,
     recording,
@@ -64,9 +68,14 @@ class _Request(HTTPXRequest):
     """PTB's httpx request, recording what each call got back (bot/transport/errors.py), so
     failures are classified exactly as on aiogram."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = asyncio.Semaphore(kwargs.get("connection_pool_size", 1))
+
     async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
         try:
-            code, payload = await super().do_request(*args, **kwargs)
+            async with self._slots:  # at most one call per pooled connection reaches httpx
+                code, payload = await super().do_request(*args, **kwargs)
         except (TimedOut, NetworkError) as exc:
             cause = exc.__cause__
             kind = Network.NOT_SENT if isinstance(cause, _NOT_SENT) else Network.ANSWER_LOST
@@ -74,6 +83,28 @@ class _Request(HTTPXRequest):
             raise
         note_response(code, payload)
         return code, payload
+
+
+class _PollRequest(_Request):
+    """The request that carries getUpdates: a failed poll is logged by the shared table, as on aiogram
+    (PTB itself reports only some failures, through the error callback, and a timeout not at all)."""
+
+    logged = False  # the last failure was logged here already (not again by the error callback)
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        self.logged = False
+        with recording() as answer:
+            self.answer = answer
+            try:
+                code, payload = await super().do_request(*args, **kwargs)
+            except Exception as exc:
+                self.logged = True
+                log_failed_poll(answer, exc)
+                raise
+            if not 200 <= code <= 299:
+                self.logged = True
+                log_failed_poll(answer, RuntimeError(f"HTTP {code}"))
+            return code, payload
 
 
 @asynccontextmanager
@@ -211,10 +242,10 @@ class PtbTransport(Transport):
             httpx_log.setLevel(logging.WARNING)
         self._requests = (
             _Request(
-                connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, write_timeout=WRITE_TIMEOUT,
-                pool_timeout=POOL_TIMEOUT, media_write_timeout=WRITE_TIMEOUT,
+                connection_pool_size=CONNECTIONS, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                write_timeout=WRITE_TIMEOUT, pool_timeout=POOL_TIMEOUT, media_write_timeout=WRITE_TIMEOUT,
             ),
-            _Request(
+            _PollRequest(
                 connection_pool_size=1, connect_timeout=CONNECT_TIMEOUT, read_timeout=POLL_READ_MARGIN,
                 write_timeout=WRITE_TIMEOUT, pool_timeout=POOL_TIMEOUT,
             ),
@@ -282,8 +313,12 @@ class PtbTransport(Transport):
                 log.debug("closing a PTB HTTP client failed", exc_info=True)
 
     def _on_poll_error(self, exc: TelegramError) -> None:
-        # PTB keeps polling with its own backoff; a failed getUpdates is worth a line, not a crash.
-        log.warning("getUpdates failed: %s: %s", type(exc).__name__, exc.message)
+        # PTB keeps polling with its own backoff; a failed getUpdates is worth a line, not a crash:
+        # logged by the poll request already, unless the answer came but could not be read.
+        poll = self._requests[1]
+        if not poll.logged:
+            log_failed_poll(getattr(poll, "answer", None) or Answer(), exc)
+        poll.logged = False
 
     async def _on_handler_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("update %s could not be handed over", getattr(update, "update_id", "?"), exc_info=context.error)
