@@ -1,4 +1,4 @@
-"""/export: the month's ledger as an .xlsx workbook (openpyxl, write-only: memory stays flat).
+"""/export: the month's ledger as an .xlsx workbook (XlsxWriter, constant memory: memory stays flat).
 
 Sheets: 诉求 (each demand with its timeline as text), 任务 (claimers, hours, points), 会议
 (attendance), 三率 (the month's rates with their fractions), then any sheet another capability
@@ -7,6 +7,12 @@ real date cells in the community's timezone, column widths set.
 
 The 诉求 sheet's columns are `LedgerService.demand_columns`, a list another capability may add
 to (`DemandColumn(header_key, width, value)`; `value(row)` reads a `DemandRow`).
+
+Written with XlsxWriter in constant_memory mode: each row goes to the sheet's temporary file as
+it is written (nothing of the month is held), and a cell costs a few microseconds — openpyxl's
+write-only mode builds a cell object per value and spent most of a 100,000-demand export on
+that (bench/stats.py). A reader sees the same workbook: the date cells carry the format
+openpyxl gave them, strings are inline strings, widths are the widths set.
 """
 
 from __future__ import annotations
@@ -15,16 +21,14 @@ import asyncio
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
-from sqlalchemy import select
+import xlsxwriter
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.ledger import Period
@@ -47,8 +51,12 @@ if TYPE_CHECKING:
 
 BATCH = 1000
 PERCENT_FORMAT = "0.0%"
-_BOLD = Font(bold=True)
+DATE_FORMAT = "yyyy-mm-dd h:mm:ss"  # what openpyxl gives a datetime cell: readers see the same cells
+DAY_FORMAT = "yyyy-mm-dd"
 MAX_CELL = 32000  # Excel holds at most 32,767 characters in a cell
+_EPOCH = datetime(1899, 12, 30)  # Excel's day 0 (for every date after 1900-02-28)
+_DAY = 86400.0
+_PIXELS = 7  # XlsxWriter's width of a digit: a width of n characters is n × 7 pixels, read back as n
 
 
 def plain(value: object) -> str:
@@ -122,46 +130,123 @@ def _display(first: str | None, last: str | None, username: str | None, uid: int
     return name or (f"@{username}" if username else str(uid))
 
 
-class _Sheet:
-    """A write-only sheet: bold frozen header, set widths, dates formatted."""
+class Styled(NamedTuple):
+    """A value with its own number format (`_Sheet.cell(value, fmt)`)."""
 
-    def __init__(self, wb: Workbook, title: str, headers: list[str], widths: list[float],
+    value: Any
+    fmt: str
+
+
+class _Book:
+    """The workbook: XlsxWriter in constant_memory mode, writing into `fh`; formats made once."""
+
+    def __init__(self, fh: Any) -> None:
+        self.wb = xlsxwriter.Workbook(fh, {
+            "constant_memory": True,  # rows go to a temporary file as written: memory stays flat
+            "strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False,
+        })
+        self.bold = self.wb.add_format({"bold": True})
+        self.formats: dict[str, Any] = {}
+        self.titles: set[str] = set()
+
+    def format(self, fmt: str) -> Any:
+        f = self.formats.get(fmt)
+        if f is None:
+            f = self.formats[fmt] = self.wb.add_format({"num_format": fmt})
+        return f
+
+    def title(self, title: str) -> str:
+        """At most 31 characters, unique (as openpyxl did: a repeated title gets a number)."""
+        title = title[:31]
+        base, n = title, 1
+        while title.lower() in self.titles:
+            suffix = str(n)
+            title, n = base[:31 - len(suffix)] + suffix, n + 1
+        self.titles.add(title.lower())
+        return title
+
+    def close(self) -> None:
+        self.wb.close()
+
+
+class _Sheet:
+    """A constant-memory sheet: bold frozen header, set widths, dates formatted."""
+
+    def __init__(self, book: _Book, title: str, headers: list[str], widths: list[float],
                  tz: ZoneInfo | None = None) -> None:
         self.tz = tz
-        self.ws: WriteOnlyWorksheet = wb.create_sheet(title[:31])
-        self.ws.freeze_panes = "A2"
-        for i, w in enumerate(widths, 1):
-            self.ws.column_dimensions[get_column_letter(i)].width = w
-        header = []
-        for h in headers:
-            cell = WriteOnlyCell(self.ws, value=h)
-            cell.font = _BOLD
-            header.append(cell)
-        self.ws.append(header)
+        self.book = book
+        self.ws = book.wb.add_worksheet(book.title(title))
+        self.ws.freeze_panes(1, 0)
+        for i, w in enumerate(widths):
+            self.ws.set_column_pixels(i, i, w * _PIXELS)
+        for i, h in enumerate(headers):
+            self.ws.write_string(0, i, h, book.bold)
+        self.date = book.format(DATE_FORMAT)
+        self.next = 1  # the sheet row the next append writes
         self.rows = 0
 
     def cell(self, value: Any, fmt: str | None = None) -> Any:
-        if isinstance(value, datetime):
-            # A plain datetime is a date cell (openpyxl's yyyy-mm-dd h:mm:ss): no cell object and
-            # style per value, which is most of a large export's time.
-            if value.tzinfo is not None:  # a part may hand aware times: the community's wall time
-                value = (value.astimezone(self.tz) if self.tz else value).replace(tzinfo=None)
-            return value
-        if isinstance(value, Html):
-            value = plain(value)
-        if fmt is not None:
-            c = WriteOnlyCell(self.ws, value=value)
-            c.number_format = fmt
-            return c
-        return value
+        """A value as it goes in a cell: `fmt` a number format of its own (e.g. PERCENT_FORMAT)."""
+        return Styled(value, fmt) if fmt is not None and value is not None else value
 
     def append(self, values: list[Any]) -> None:
-        self.ws.append([self.cell(v) for v in values])
-        self.rows += 1
+        self.append_many([values])
 
     def append_many(self, rows: list[list[Any]]) -> None:
-        for r in rows:
-            self.append(r)
+        """Rows of plain values: the hot path of a large export, a type test and one write per cell."""
+        ws = self.ws
+        write_string, write_number, date = ws.write_string, ws.write_number, self.date
+        epoch, day = _EPOCH, _DAY
+        r = self.next
+        for values in rows:
+            c = 0
+            for v in values:
+                if v is not None:
+                    t = type(v)
+                    if t is str:
+                        if v:
+                            write_string(r, c, v)
+                    elif t is datetime:
+                        if v.tzinfo is not None:  # a part may hand aware times: the community's wall time
+                            v = (v.astimezone(self.tz) if self.tz else v).replace(tzinfo=None)
+                        write_number(r, c, (v - epoch).total_seconds() / day, date)
+                    elif t is int or t is float:
+                        write_number(r, c, v)
+                    else:
+                        self._other(r, c, v)
+                c += 1
+            r += 1
+        self.rows += len(rows)
+        self.next = r
+
+    def _other(self, r: int, c: int, v: Any) -> None:
+        ws = self.ws
+        if isinstance(v, Styled):
+            if v.value is not None:
+                fmt = self.book.format(v.fmt)
+                if isinstance(v.value, (int, float, Decimal, Fraction)) and not isinstance(v.value, bool):
+                    ws.write_number(r, c, float(v.value), fmt)
+                else:
+                    ws.write(r, c, v.value, fmt)
+        elif isinstance(v, bool):
+            ws.write_boolean(r, c, v)
+        elif isinstance(v, Html):
+            ws.write_string(r, c, plain(v)[:MAX_CELL])
+        elif isinstance(v, str):
+            ws.write_string(r, c, str(v)[:MAX_CELL])
+        elif isinstance(v, datetime):  # a subclass of it
+            if v.tzinfo is not None:
+                v = (v.astimezone(self.tz) if self.tz else v).replace(tzinfo=None)
+            ws.write_number(r, c, (v - _EPOCH).total_seconds() / _DAY, self.date)
+        elif isinstance(v, date):
+            ws.write_datetime(r, c, v, self.book.format(DAY_FORMAT))
+        elif isinstance(v, (time, timedelta)):
+            ws.write_datetime(r, c, v, self.book.format("h:mm:ss"))
+        elif isinstance(v, (int, float, Decimal, Fraction)):
+            ws.write_number(r, c, float(v))
+        else:
+            ws.write_string(r, c, str(v)[:MAX_CELL])
 
 
 async def build_workbook(ledger: LedgerService, s: AsyncSession, community: Community, p: Period,
@@ -169,68 +254,104 @@ async def build_workbook(ledger: LedgerService, s: AsyncSession, community: Comm
     """The workbook's bytes and how many demands it lists."""
     tr = Translator(locale)
     tz = ZoneInfo(community.timezone)
-    wb = Workbook(write_only=True)
-    count = await _demands_sheet(ledger, s, wb, community, p, tr, tz)
-    await _tasks_sheet(s, wb, community, p, tr, tz)
-    await _meetings_sheet(ledger, s, wb, community, p, tr, tz)
-    await _rates_sheet(ledger, s, wb, community, p, tr)
-    from bot.services.ledger import iterate_rows
-
-    for part in ledger.sheet_parts:
-        headers = [str(h) for h in part.headers(locale)]
-        sheet = _Sheet(wb, part.title(locale), headers, [max(10.0, min(40.0, len(h) * 2.2)) for h in headers], tz)
-        async for row in iterate_rows(part.rows(s, community.id, p.start, p.end, locale)):
-            sheet.append(row)
     # Spooled: a big workbook goes to a temporary file while it is zipped, not a growing buffer.
     with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as fh:
-        await asyncio.to_thread(wb.save, fh)
+        book = _Book(fh)
+        try:
+            count = await _demands_sheet(ledger, s, book, community, p, tr, tz)
+            await _tasks_sheet(s, book, community, p, tr, tz)
+            await _meetings_sheet(ledger, s, book, community, p, tr, tz)
+            await _rates_sheet(ledger, s, book, community, p, tr)
+            from bot.services.ledger import iterate_rows
+
+            for part in ledger.sheet_parts:
+                headers = [str(h) for h in part.headers(locale)]
+                sheet = _Sheet(book, part.title(locale), headers,
+                               [max(10.0, min(40.0, len(h) * 2.2)) for h in headers], tz)
+                async for row in iterate_rows(part.rows(s, community.id, p.start, p.end, locale)):
+                    sheet.append(row)
+        finally:
+            await asyncio.to_thread(book.close)  # the zip, off the event loop (also on an error: temp files)
         fh.seek(0)
         data = fh.read()
     return data, count
 
 
-async def _demands_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, community: Community, p: Period,
+async def _demands_sheet(ledger: LedgerService, s: AsyncSession, book: _Book, community: Community, p: Period,
                          tr: Translator, tz: ZoneInfo) -> int:
     columns = list(ledger.demand_columns)
-    sheet = _Sheet(wb, plain(tr("ledger_sheet_demands")), [plain(tr(c.header_key)) for c in columns],
+    values = [c.value for c in columns]
+    sheet = _Sheet(book, plain(tr("ledger_sheet_demands")), [plain(tr(c.header_key)) for c in columns],
                    [c.width for c in columns])
-    # The month's ids in filing order first (read from the ledger index), then the rows a batch at a
-    # time by id: each batch costs its own rows, however far into a large month it is.
-    order = list(await s.scalars(
-        select(Demand.id).where(Demand.community_id == community.id, Demand.filed_at >= p.start,
-                                Demand.filed_at < p.end).order_by(Demand.filed_at, Demand.id)))
-    count = 0
+    d = Demand.__table__
+    query = (select(*d.c, User.first_name.label("_first"), User.last_name.label("_last"),
+                    User.username.label("_username"))
+             .outerjoin(User, User.id == d.c.assignee_id)
+             .where(d.c.community_id == community.id, d.c.filed_at < p.end)
+             .order_by(d.c.filed_at, d.c.id).limit(BATCH))
+    events_query = (select(DemandEvent.demand_id, DemandEvent.created_at, DemandEvent.action, DemandEvent.note)
+                    .order_by(DemandEvent.demand_id, DemandEvent.id))
+    conn = await s.connection()  # Core rows, not ORM entities: no identity map, no per-row object
     names: dict[str, str] = {}
-    for i in range(0, len(order), BATCH):
-        ids = order[i:i + BATCH]
-        found = {r.id: r for r in (await s.execute(
-            select(*Demand.__table__.c, User.first_name.label("_first"), User.last_name.label("_last"),
-                   User.username.label("_username"))
-            .outerjoin(User, User.id == Demand.assignee_id)
-            .where(Demand.id.in_(ids))
-        )).all()}
-        rows = [found[x] for x in ids if x in found]
-        events: dict[int, list[str]] = {}
-        for demand_id, at, action, note in (await s.execute(
-            select(DemandEvent.demand_id, DemandEvent.created_at, DemandEvent.action, DemandEvent.note)
-            .where(DemandEvent.demand_id.in_(ids)).order_by(DemandEvent.demand_id, DemandEvent.id)
-        )).all():
-            what = names.get(f"act_{action}") or names.setdefault(f"act_{action}", plain(tr(f"act_{action}")))
-            line = f"{at.astimezone(tz):%Y-%m-%d %H:%M} {what}"
-            events.setdefault(demand_id, []).append(f"{line}：{note}" if note else line)
-        out = []
-        for d in rows:
-            row = DemandRow(d, _display(d._first, d._last, d._username, d.assignee_id),
-                            "\n".join(events.get(d.id, [])), tz, tr, names)
-            out.append([c.value(row) for c in columns])
-        await asyncio.to_thread(sheet.append_many, out)  # the XML off the event loop
-        count += len(rows)
+    acts: dict[str, str] = {}
+    stamps: dict[datetime, str] = {}  # one text per event time: a demand's steps often share it
+
+    async def batch(after: tuple[datetime, int] | None) -> list[Any]:
+        # Keyset pages in filing order along the ledger index: each page costs its own rows, however
+        # far into a large month it is.
+        q = query.where(d.c.filed_at >= p.start) if after is None else query.where(
+            d.c.filed_at >= after[0], or_(d.c.filed_at > after[0], and_(d.c.filed_at == after[0], d.c.id > after[1])))
+        return list(await conn.execute(q))
+
+    count = 0
+    pending: asyncio.Future[Any] | None = None
+    try:
+        rows = await batch(None)
+        while rows:
+            ids = [r.id for r in rows]
+            events: dict[int, list[str]] = {}
+            for demand_id, at, action, note in await conn.execute(
+                    events_query.where(DemandEvent.demand_id.in_(ids))):
+                what = acts.get(action)
+                if what is None:
+                    what = acts[action] = plain(tr(f"act_{action}"))
+                stamp = stamps.get(at)
+                if stamp is None:
+                    if len(stamps) > 4096:
+                        stamps.clear()
+                    stamp = stamps[at] = f"{at.astimezone(tz):%Y-%m-%d %H:%M} "
+                line = stamp + what
+                lines = events.get(demand_id)
+                if lines is None:
+                    lines = events[demand_id] = []
+                lines.append(f"{line}：{note}" if note else line)
+            if pending is not None:
+                await pending
+            last = rows[-1]
+
+            def write(rows: list[Any] = rows, events: dict[int, list[str]] = events) -> None:
+                out = []
+                for dr in rows:
+                    row = DemandRow(dr, _display(dr._first, dr._last, dr._username, dr.assignee_id),
+                                    "\n".join(events.get(dr.id, ())), tz, tr, names)
+                    out.append([v(row) for v in values])
+                sheet.append_many(out)
+
+            # The cells and their XML off the event loop, while the next page is read.
+            pending = asyncio.ensure_future(asyncio.to_thread(write))
+            count += len(rows)
+            rows = await batch((last.filed_at, last.id)) if len(rows) == BATCH else []
+    finally:
+        if pending is not None:  # never leave the writer running into the next sheet or the close
+            await asyncio.gather(pending, return_exceptions=True)
+    if pending is not None:
+        pending.result()  # its error, if it had one
     if not count:
         sheet.append([plain(tr("ledger_export_empty", month=p.label))])
     return count
 
 
-async def _tasks_sheet(s: AsyncSession, wb: Workbook, community: Community, p: Period, tr: Translator,
+async def _tasks_sheet(s: AsyncSession, wb: _Book, community: Community, p: Period, tr: Translator,
                        tz: ZoneInfo) -> None:
     headers = ["ledger_col_number", "ledger_col_task", "ledger_col_starts", "ledger_col_place", "ledger_col_state",
                "ledger_col_slots", "ledger_col_claimed", "ledger_col_points", "ledger_col_hours",
@@ -266,7 +387,7 @@ async def _tasks_sheet(s: AsyncSession, wb: Workbook, community: Community, p: P
         ])
 
 
-async def _meetings_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, community: Community, p: Period,
+async def _meetings_sheet(ledger: LedgerService, s: AsyncSession, wb: _Book, community: Community, p: Period,
                           tr: Translator, tz: ZoneInfo) -> None:
     headers = ["ledger_col_number", "ledger_col_meeting", "ledger_col_starts", "ledger_col_place",
                "ledger_col_state", "ledger_col_attended", "ledger_col_leave", "ledger_col_expected",
@@ -295,7 +416,7 @@ async def _meetings_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, 
         ])
 
 
-async def _rates_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, community: Community, p: Period,
+async def _rates_sheet(ledger: LedgerService, s: AsyncSession, wb: _Book, community: Community, p: Period,
                        tr: Translator) -> None:
     headers = ["ledger_col_metric", "ledger_col_percent", "ledger_col_numerator", "ledger_col_denominator",
                "ledger_col_fraction"]
