@@ -22,11 +22,11 @@ import asyncio
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import DateTime, and_, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.ledger import Period
@@ -60,7 +60,7 @@ def plain(value: object) -> str:
     return html.unescape(str(value))
 
 
-@dataclass
+@dataclass(slots=True)
 class DemandRow:
     """What a column of the 诉求 sheet may read: `demand` has every column of the demands table as an
     attribute (a row, not an ORM object: a large export reads fast); `name(key)` is a catalog text."""
@@ -201,7 +201,10 @@ async def _demands_sheet(ledger: LedgerService, s: AsyncSession, book: _Book, co
              .outerjoin(User, User.id == d.c.assignee_id)
              .where(d.c.community_id == community.id, d.c.filed_at < p.end)
              .order_by(d.c.filed_at, d.c.id).limit(BATCH))
-    events_query = (select(DemandEvent.demand_id, DemandEvent.created_at, DemandEvent.action, DemandEvent.note)
+    # The event's time as the driver gives it (naive UTC on SQLite, aware on PostgreSQL): made a
+    # wall-time text once per distinct time below, not an aware datetime per event first.
+    events_query = (select(DemandEvent.demand_id, type_coerce(DemandEvent.created_at, DateTime(timezone=True)),
+                           DemandEvent.action, DemandEvent.note)
                     .order_by(DemandEvent.demand_id, DemandEvent.id))
     conn = await s.connection()  # Core rows, not ORM entities: no identity map, no per-row object
     names: dict[str, str] = {}
@@ -231,7 +234,8 @@ async def _demands_sheet(ledger: LedgerService, s: AsyncSession, book: _Book, co
                 if stamp is None:
                     if len(stamps) > 4096:
                         stamps.clear()
-                    stamp = stamps[at] = f"{at.astimezone(tz):%Y-%m-%d %H:%M} "
+                    aware = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+                    stamp = stamps[at] = f"{aware.astimezone(tz):%Y-%m-%d %H:%M} "
                 line = stamp + what
                 lines = events.get(demand_id)
                 if lines is None:

@@ -183,7 +183,7 @@ class Sheet:
 class XlsxStream:
     """The workbook: a zip written as it goes into `fh` (a seekable binary file)."""
 
-    def __init__(self, fh: IO[bytes], compresslevel: int = 6) -> None:
+    def __init__(self, fh: IO[bytes], compresslevel: int = 1) -> None:
         self.zip = zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=compresslevel)
         self.titles: list[str] = []
         self.formats: dict[str, int] = {}  # number format → its cellXfs index
