@@ -292,6 +292,33 @@ async def test_export_of_an_empty_month_is_headers_and_a_note(led: Led) -> None:
     assert [r[1:4] for r in wb["Rates"].iter_rows(min_row=2, max_row=4, values_only=True)] == [(None, 0, 0)] * 3
 
 
+async def test_a_large_export_lists_every_demand_once_in_filing_order_across_pages(led: Led) -> None:
+    """More demands than a page, many filed at the same instant (ties at page edges): each row once,
+    in (filing time, id) order, with its own timeline; the tie-break is the id, not the number."""
+    from bot.services.ledger_export import BATCH
+    from bot.storage.models import DemandEvent
+
+    total = 2 * BATCH + 345
+    times = [bj(2026, 3, 1 + k, 9) for k in range(7)]
+    async with led.w.ctx.tx() as s:
+        demands = [Demand(community_id=led.cid, number=total - i, text=f"第{total - i}件", category="roads",
+                          urgency="general", state="new", public=True, filed_at=times[i % 7],
+                          accept_by=times[i % 7] + timedelta(days=1), resolve_by=times[i % 7] + timedelta(days=7))
+                   for i in range(total)]
+        s.add_all(demands)
+        await s.flush()
+        s.add_all([DemandEvent(demand_id=d.id, action="file", note=f"n{d.number}", created_at=d.filed_at)
+                   for d in demands])
+        expected = [d.number for d in sorted(demands, key=lambda d: (d.filed_at, d.id))]
+    _, data, count = await led.ledger.export(actor_id=ALICE.id, community_id=led.cid, month="2026-03", locale="zh")
+    assert count == total
+    ws = load_workbook(io.BytesIO(data), read_only=True)["诉求"]
+    rows = list(ws.iter_rows(min_row=2, values_only=True))
+    assert [r[0] for r in rows] == expected
+    assert all(r[-1].endswith(f"：n{r[0]}") and "\n" not in r[-1] for r in rows)
+    assert rows[0][1] == datetime(2026, 3, 1, 9, 0) and rows[-1][1] == datetime(2026, 3, 7, 9, 0)
+
+
 async def test_extension_points_add_lines_a_sheet_and_a_column(led: Led) -> None:
     from bot.services.ledger_export import DemandColumn
 
