@@ -167,7 +167,7 @@ async def build_workbook(ledger: LedgerService, s: AsyncSession, community: Comm
     tr = Translator(locale)
     tz = ZoneInfo(community.timezone)
     # Spooled: a big workbook goes to a temporary file while it is zipped, not a growing buffer.
-    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as fh:
+    with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as fh:
         book = _Book(fh)
         try:
             count = await _demands_sheet(ledger, s, book, community, p, tr, tz)
