@@ -178,7 +178,6 @@ async def child_export(path: Path, community: int) -> None:
     engine, ledger = service(path)
     async with ledger.ctx.read() as s:  # warm: imports, connection, catalogs
         await s.execute(text("SELECT 1"))
-    import openpyxl  # noqa: F401  (imported before the baseline, as a running bot has it)
 
     before = status_kib("VmRSS")
     cpu0 = time.process_time()

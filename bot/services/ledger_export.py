@@ -145,10 +145,11 @@ class _Sheet:
     def __init__(self, book: _Book, title: str, headers: list[str], widths: list[float],
                  tz: ZoneInfo | None = None) -> None:
         self.sheet = book.stream.add_sheet(title, widths, headers, tz=tz, convert=_convert)
+        self.headed = 1 if headers else 0
 
     @property
     def rows(self) -> int:
-        return self.sheet.rows - 1  # not the header
+        return self.sheet.rows - self.headed  # not the header
 
     def cell(self, value: Any, fmt: str | None = None) -> Any:
         """A value as it goes in a cell: `fmt` a number format of its own (e.g. PERCENT_FORMAT)."""
