@@ -48,7 +48,7 @@ from bot.ui.tasks import hours
 if TYPE_CHECKING:
     from bot.services.ledger import LedgerService
 
-BATCH = 1000
+BATCH = 2000
 PERCENT_FORMAT = "0.0%"
 MAX_CELL = 32000  # Excel holds at most 32,767 characters in a cell
 
