@@ -75,7 +75,8 @@ def _text(value: str) -> str:
 
 
 def _attr(value: str) -> str:
-    return _CONTROL.sub("", _escape(value, quote=True))
+    text = _CONTROL.sub("", _escape(value, quote=True))
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _string_cell(ref: str, value: str, style: int = 0) -> str:
@@ -140,7 +141,7 @@ class Sheet:
             cells.append("</row>")
             chunk.append("".join(cells))
             r += 1
-        out.write("".join(chunk).encode())
+        out.write("".join(chunk).encode("utf-8", "replace"))  # a lone surrogate: "?", not a failed export
         self.rows += r - self.next
         self.next = r
 
@@ -203,7 +204,8 @@ class XlsxStream:
     def _title(self, title: str) -> str:
         """A valid, unique sheet name: forbidden characters replaced, at most 31 characters, and a
         repeated name numbered (as openpyxl does)."""
-        title = _BAD_TITLE.sub("_", title).strip("'")[:31] or "Sheet"
+        title = title.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate: "?", then "_"
+        title = _BAD_TITLE.sub("_", _CONTROL.sub("", title)).strip("'")[:31] or "Sheet"
         base, n, taken = title, 1, {t.lower() for t in self.titles}
         while title.lower() in taken:
             suffix = str(n)
@@ -228,7 +230,7 @@ class XlsxStream:
                        for i, w in enumerate(widths, 1) if w)
         out.write((f'{_HEAD}<worksheet xmlns="{_MAIN}" xmlns:r="{_REL}"><sheetViews>{view}</sheetViews>'
                    f'<sheetFormatPr defaultRowHeight="15"/>{f"<cols>{cols}</cols>" if cols else ""}'
-                   '<sheetData>').encode())
+                   '<sheetData>').encode("utf-8", "replace"))
         self.current = sheet
         if header:
             sheet.append_rows([header], style=self.bold)

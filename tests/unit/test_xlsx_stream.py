@@ -115,3 +115,11 @@ def test_long_text_is_cut_to_what_a_cell_holds() -> None:
 
     ws = load_workbook(io.BytesIO(build(write)))["s"]
     assert len(ws.cell(row=1, column=1).value) == 32767
+
+
+def test_a_lone_surrogate_is_replaced_not_a_failed_export() -> None:
+    def write(book: XlsxStream) -> None:
+        book.add_sheet("s\ud83d", [], ["h\ud83d"]).append_rows([["坏\ud83d字", "😀"]])
+
+    wb = load_workbook(io.BytesIO(build(write)))
+    assert list(wb["s_"].iter_rows(values_only=True)) == [("h?", None), ("坏?字", "😀")]
