@@ -321,6 +321,29 @@ async def test_a_large_export_lists_every_demand_once_in_filing_order_across_pag
     assert rows[0][1] == datetime(2026, 3, 1, 9, 0) and rows[-1][1] == datetime(2026, 3, 7, 9, 0)
 
 
+async def test_a_column_by_the_page_gives_what_it_gives_by_the_row(led: Led) -> None:
+    """The default columns' `many` (a page at once) and their `value` (a row at a time) write the
+    same workbook; a column with no `many` is read row by row."""
+    from bot.services.ledger_export import DemandColumn
+
+    await known_month(led)
+    async with led.w.ctx.tx() as s:  # a comment, an assignee-free rejection reason, a location
+        d = (await s.scalars(select(Demand).where(Demand.community_id == led.cid).order_by(Demand.id))).all()[1]
+        d.location, d.rejection_reason, d.rating_comment, d.public = "3号楼", "重复", "很好", False
+    led.at(bj(2026, 4, 20, 12))
+
+    async def sheet() -> list[tuple[object, ...]]:
+        _, data, _ = await led.ledger.export(actor_id=ALICE.id, community_id=led.cid, month="2026-03", locale="zh")
+        return list(load_workbook(io.BytesIO(data))["诉求"].iter_rows(values_only=True))
+
+    by_page = await sheet()
+    assert all(c.many is not None for c in led.ledger.demand_columns)
+    led.ledger.demand_columns[:] = [DemandColumn(c.header_key, c.width, c.value) for c in led.ledger.demand_columns]
+    by_row = await sheet()
+    assert by_page == by_row and len(by_page) == 12
+    assert {v for row in by_page for v in row} >= {"3号楼", "很好", "否", "是"}
+
+
 async def test_extension_points_add_lines_a_sheet_and_a_column(led: Led) -> None:
     from bot.services.ledger_export import DemandColumn
 
