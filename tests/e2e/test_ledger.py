@@ -41,9 +41,10 @@ async def test_stats_export_and_digest(tg: FakeTelegram, bot: BotUnderTest) -> N
     doc = await tg.wait_for(lambda r: r.method == "sendDocument" and r.chat_id == sec["id"], 15, since=since)
     assert doc.document_name and doc.document_name.endswith(".xlsx")
     wb = load_workbook(io.BytesIO(doc.document_bytes or b""))
-    assert wb.sheetnames == ["诉求", "任务", "会议", "三率", "议事"]  # the app wires consultations in
-    text = [c.value for c in wb["诉求"][1]].index("内容")  # grids add their level column before it
-    assert [r[text] for r in wb["诉求"].iter_rows(min_row=2, values_only=True)] == ["3号楼电梯坏了"]
+    assert wb.sheetnames == ["诉求", "任务", "会议", "三率", "议事"]  # 议事: consultations' sheet
+    headers = [c.value for c in wb["诉求"][1]]
+    assert headers[4:7] == ["状态", "层级", "内容"]  # 层级: grids' level column
+    assert [r[6] for r in wb["诉求"].iter_rows(min_row=2, values_only=True)] == ["3号楼电梯坏了"]
 
     since = tg.mark()
     tg.send(sec, private, "/export 1999-01")
