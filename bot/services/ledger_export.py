@@ -20,19 +20,23 @@ widths as set, the header row bold and frozen.
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from fractions import Fraction
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+import xlsxwriter
 from sqlalchemy import DateTime, and_, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.ledger import Period
-from bot.services.xlsx_stream import Styled, XlsxStream
 from bot.storage.models import (
     Community,
     Demand,
@@ -53,6 +57,14 @@ if TYPE_CHECKING:
 BATCH = 2000
 PERCENT_FORMAT = "0.0%"
 MAX_CELL = 32000  # Excel holds at most 32,767 characters in a cell
+DATE_FORMAT = "yyyy-mm-dd h:mm:ss"  # what openpyxl gives a datetime cell: readers see the same cells
+DAY_FORMAT = "yyyy-mm-dd"
+TIME_FORMAT = "h:mm:ss"
+_EPOCH = datetime(1899, 12, 30)  # Excel's day 0 for every date after 1900-02-28
+_DAY = timedelta(days=1)
+_PIXELS = 7  # XlsxWriter's width of a digit: a width of n characters is n × 7 pixels
+_BAD_TITLE = re.compile(r"[\[\]:*?/\\]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff]")
 
 
 def plain(value: object) -> str:
@@ -138,6 +150,11 @@ class DemandColumn:
     value: Callable[[DemandRow], Any]
     # Optional: the whole page's values at once, the same as `value` gives row by row (faster).
     many: Callable[[DemandPage], list[Any]] | None = None
+    # True: the values are already what a cell takes (str, int, float, naive datetime, None), as the
+    # default columns give; otherwise each is made so (an aware time the community's wall time, ...).
+    raw: bool = False
+    # With raw: the values are naive datetimes (or None), written as date cells of the column's format.
+    dates: bool = False
 
 
 def default_demand_columns() -> list[DemandColumn]:
@@ -151,7 +168,7 @@ def default_demand_columns() -> list[DemandColumn]:
     def in_sla(p: DemandPage) -> list[str | None]:
         return yes_no(p, [None if d.accepted_at is None else d.accepted_at <= d.accept_by for d in p.demands])
 
-    return [
+    columns = [
         DemandColumn("ledger_col_number", 8, lambda r: r.demand.number, lambda p: p.column("number")),
         DemandColumn("ledger_col_filed", 18, lambda r: r.local(r.demand.filed_at), lambda p: p.local("filed_at")),
         DemandColumn("ledger_col_category", 12, name("cat_", "category"), lambda p: p.named("cat_", "category")),
@@ -181,6 +198,11 @@ def default_demand_columns() -> list[DemandColumn]:
         DemandColumn("ledger_col_timeline", 60, lambda r: r.timeline[:MAX_CELL],
                      lambda p: [t[:MAX_CELL] for t in p.timelines]),
     ]
+    for c in columns:
+        c.raw = True
+        c.dates = c.header_key in ("ledger_col_filed", "ledger_col_accept_by", "ledger_col_accepted",
+                                   "ledger_col_resolve_by", "ledger_col_resolved")
+    return columns
 
 
 def _display(first: str | None, last: str | None, username: str | None, uid: int | None) -> str | None:
@@ -190,42 +212,140 @@ def _display(first: str | None, last: str | None, username: str | None, uid: int
     return name or (f"@{username}" if username else str(uid))
 
 
-def _convert(value: Any) -> Any:
-    """A catalog text (Html) as plain text; anything else as it is."""
-    return plain(value) if isinstance(value, Html) else value
+class Styled(NamedTuple):
+    """A value written with a number format of its own (`_Sheet.cell(value, fmt)`)."""
+
+    value: Any
+    fmt: str
+
+
+def _sane(text: str) -> str:
+    """A lone surrogate (possible in text stored from a client) as "?": the sheet files are UTF-8."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _sane_column(values: list[Any]) -> list[Any]:
+    """A page's column as it is, unless one of its strings cannot be UTF-8 (checked once, in C)."""
+    try:
+        "".join([v for v in values if v.__class__ is str]).encode("utf-8")
+    except UnicodeEncodeError:
+        return [_sane(v) if v.__class__ is str else v for v in values]
+    return values
 
 
 class _Book:
-    """The workbook, streamed into `fh` (bot/services/xlsx_stream.py): memory stays flat."""
+    """The workbook: XlsxWriter in constant_memory mode writing into `fh`; formats made once."""
 
     def __init__(self, fh: Any) -> None:
-        self.stream = XlsxStream(fh)
+        self.wb = xlsxwriter.Workbook(fh, {
+            "constant_memory": True,  # each row goes to the sheet's temporary file as it is written
+            "in_memory": False,
+            "tmpdir": tempfile.gettempdir(),
+            # Text is text: no formulas, numbers or links made of what a resident typed.
+            "strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False,
+            "nan_inf_to_errors": True,
+            "default_date_format": DATE_FORMAT,  # a datetime cell written without a format gets it
+        })
+        self.wb.use_zip64()  # a month past 4 GiB of XML never fails the zip
+        self.bold = self.wb.add_format({"bold": True})
+        self.formats: dict[str, Any] = {}
+        self.titles: set[str] = set()
+
+    def format(self, fmt: str) -> Any:
+        """The Format of a number format, made on first use."""
+        f = self.formats.get(fmt)
+        if f is None:
+            f = self.formats[fmt] = self.wb.add_format({"num_format": fmt})
+        return f
+
+    def title(self, title: str) -> str:
+        """A valid, unique sheet name: forbidden characters replaced, at most 31 characters, and a
+        repeated name numbered (as openpyxl does)."""
+        title = _BAD_TITLE.sub("_", _CONTROL.sub("", _sane(title))).strip("'")[:31] or "Sheet"
+        base, n = title, 1
+        while title.lower() in self.titles:
+            suffix = str(n)
+            title, n = base[:31 - len(suffix)] + suffix, n + 1
+        self.titles.add(title.lower())
+        return title
 
     def close(self) -> None:
-        self.stream.close()
+        if not self.titles:
+            self.wb.add_worksheet()
+        self.wb.close()
 
 
 class _Sheet:
-    """A streamed sheet: bold frozen header, set widths, dates formatted."""
+    """A constant-memory sheet: bold frozen header, set widths, dates formatted."""
 
     def __init__(self, book: _Book, title: str, headers: list[str], widths: list[float],
-                 tz: ZoneInfo | None = None) -> None:
-        self.sheet = book.stream.add_sheet(title, widths, headers, tz=tz, convert=_convert)
+                 tz: ZoneInfo | None = None, dates: frozenset[int] = frozenset()) -> None:
+        self.tz = tz
+        self.book = book
+        self.ws = ws = book.wb.add_worksheet(book.title(title))
+        for i, w in enumerate(widths):
+            if w:
+                # Read back as w (set_column would add a padding). A date column's format is the
+                # cells' own when a serial number is written without one (`dates`: column indexes).
+                ws.set_column_pixels(i, i, w * _PIXELS, book.format(DATE_FORMAT) if i in dates else None)
+        # Values other than str, int, float, bool, datetime, None: a handler of XlsxWriter's each.
+        ws.add_write_handler(Html, lambda ws, r, c, v, fmt=None: ws.write_string(r, c, plain(v)[:MAX_CELL], fmt))
+        ws.add_write_handler(Styled, self._styled)
         self.headed = 1 if headers else 0
+        if headers:
+            ws.freeze_panes(1, 0)
+            ws.write_row(0, 0, [_sane(h) for h in headers], book.bold)
+        self.next = self.headed  # the sheet row the next append writes
 
     @property
     def rows(self) -> int:
-        return self.sheet.rows - self.headed  # not the header
+        return self.next - self.headed  # not the header
 
     def cell(self, value: Any, fmt: str | None = None) -> Any:
         """A value as it goes in a cell: `fmt` a number format of its own (e.g. PERCENT_FORMAT)."""
         return Styled(value, fmt) if fmt is not None and value is not None else value
 
-    def append(self, values: list[Any]) -> None:
-        self.sheet.append_rows([values])
+    def _styled(self, ws: Any, r: int, c: int, v: Styled, fmt: Any = None) -> int:
+        value = self.clean(v.value)
+        if value.__class__ is Styled:  # a date's own format: the one asked for wins
+            value = value.value
+        return ws.write(r, c, value, self.book.format(v.fmt))
 
-    def append_many(self, rows: list[list[Any]]) -> None:
-        self.sheet.append_rows(rows)
+    def clean(self, v: Any) -> Any:
+        """Any value as XlsxWriter takes it: an aware time as the zone's wall time, a date as a date
+        cell, a string valid and short enough, an unknown type as its text."""
+        t = v.__class__
+        if v is None or t is int or t is bool or t is Html or t is Styled:
+            return v
+        if t is float:
+            return v if math.isfinite(v) else str(v)
+        if t is str:
+            return _sane(v[:MAX_CELL])
+        if isinstance(v, datetime):
+            if v.tzinfo is not None:
+                v = (v.astimezone(self.tz) if self.tz else v).replace(tzinfo=None)
+            return v
+        if isinstance(v, date):
+            return Styled(v, DAY_FORMAT)
+        if isinstance(v, (time, timedelta)):
+            return Styled(v, TIME_FORMAT)
+        if isinstance(v, (int, float, Decimal, Fraction, Html, str)):
+            return v
+        return _sane(str(v)[:MAX_CELL])
+
+    def append(self, values: list[Any]) -> None:
+        clean = self.clean
+        self.ws.write_row(self.next, 0, [clean(v) for v in values])
+        self.next += 1
+
+    def append_many(self, rows: list[Any]) -> None:
+        """Rows already clean (str, int, float, naive datetime, None, Html, Styled): a write_row each."""
+        write_row = self.ws.write_row
+        r = self.next
+        for values in rows:
+            write_row(r, 0, values)
+            r += 1
+        self.next = r
 
 
 async def build_workbook(ledger: LedgerService, s: AsyncSession, community: Community, p: Period,
@@ -260,7 +380,9 @@ async def _demands_sheet(ledger: LedgerService, s: AsyncSession, book: _Book, co
                          tr: Translator, tz: ZoneInfo) -> int:
     columns = list(ledger.demand_columns)
     sheet = _Sheet(book, plain(tr("ledger_sheet_demands")), [plain(tr(c.header_key)) for c in columns],
-                   [c.width for c in columns])
+                   [c.width for c in columns], tz, frozenset(i for i, c in enumerate(columns) if c.raw and c.dates))
+    clean = sheet.clean
+    epoch, day = _EPOCH, _DAY
     d = Demand.__table__
     query = (select(*d.c, User.first_name.label("_first"), User.last_name.label("_last"),
                     User.username.label("_username"))
@@ -317,6 +439,13 @@ async def _demands_sheet(ledger: LedgerService, s: AsyncSession, book: _Book, co
                 # Column by column: a list comprehension each (or the column's value() a row), then rows.
                 cells = [c.many(page) if c.many is not None else [c.value(r) for r in page.rows()]
                          for c in columns]
+                # A column another capability added: each value made one XlsxWriter takes; every
+                # column: a lone surrogate made "?" (one check a column, most pages pass it).
+                cells = [_sane_column(v if c.raw else [clean(x) for x in v]) for c, v in zip(columns, cells, strict=True)]
+                # A date column: Excel's serial numbers here, one subtraction and division a value in
+                # C, not XlsxWriter's conversion a cell; the column's date format is the cells'.
+                cells = [[None if x is None else (x - epoch) / day for x in v] if c.raw and c.dates else v
+                         for c, v in zip(columns, cells, strict=True)]
                 sheet.append_many(list(zip(*cells, strict=True)) if cells else [[] for _ in rows])
 
             # The cells and their XML off the event loop, while the next page is read.
