@@ -131,6 +131,13 @@ class DemandPage:
         tz = self.tz
         return [None if v is None else v.astimezone(tz).replace(tzinfo=None) for v in self.column(attr)]
 
+    def serials(self, attr: str) -> list[float | None]:
+        """A time column as Excel serial numbers of the community's wall times (what a date cell
+        holds): aware times in one zone subtract as wall times, so no naive copy is made first."""
+        tz = self.tz
+        epoch = datetime(1899, 12, 30, tzinfo=tz)  # Excel's day 0 (for every date after 1900-02-28)
+        return [None if v is None else (v.astimezone(tz) - epoch) / _DAY for v in self.column(attr)]
+
     def named(self, prefix: str, attr: str) -> list[str]:
         """A code column as its catalog texts (as DemandRow.name(prefix + code))."""
         texts: dict[Any, str] = {}
@@ -153,7 +160,8 @@ class DemandColumn:
     # True: the values are already what a cell takes (str, int, float, naive datetime, None), as the
     # default columns give; otherwise each is made so (an aware time the community's wall time, ...).
     raw: bool = False
-    # With raw: the values are naive datetimes (or None), written as date cells of the column's format.
+    # With raw: `many` gives Excel serial numbers (DemandPage.serials; `value` the datetimes), written
+    # as date cells (the column's format, DATE_FORMAT).
     dates: bool = False
 
 
@@ -170,7 +178,7 @@ def default_demand_columns() -> list[DemandColumn]:
 
     columns = [
         DemandColumn("ledger_col_number", 8, lambda r: r.demand.number, lambda p: p.column("number")),
-        DemandColumn("ledger_col_filed", 18, lambda r: r.local(r.demand.filed_at), lambda p: p.local("filed_at")),
+        DemandColumn("ledger_col_filed", 18, lambda r: r.local(r.demand.filed_at), lambda p: p.serials("filed_at")),
         DemandColumn("ledger_col_category", 12, name("cat_", "category"), lambda p: p.named("cat_", "category")),
         DemandColumn("ledger_col_urgency", 8, name("urg_", "urgency"), lambda p: p.named("urg_", "urgency")),
         DemandColumn("ledger_col_state", 12, name("state_", "state"), lambda p: p.named("state_", "state")),
@@ -180,16 +188,16 @@ def default_demand_columns() -> list[DemandColumn]:
         DemandColumn("ledger_col_public", 8, lambda r: r.name("ledger_yes" if r.demand.public else "ledger_no"),
                      lambda p: yes_no(p, [bool(v) for v in p.column("public")])),
         DemandColumn("ledger_col_accept_by", 18, lambda r: r.local(r.demand.accept_by),
-                     lambda p: p.local("accept_by")),
+                     lambda p: p.serials("accept_by")),
         DemandColumn("ledger_col_accepted", 18, lambda r: r.local(r.demand.accepted_at),
-                     lambda p: p.local("accepted_at")),
+                     lambda p: p.serials("accepted_at")),
         DemandColumn("ledger_col_in_sla", 10, lambda r: None if r.demand.accepted_at is None else r.name(
             "ledger_yes" if r.demand.accepted_at <= r.demand.accept_by else "ledger_no"), in_sla),
         DemandColumn("ledger_col_assignee", 14, lambda r: r.assignee, lambda p: p.assignees),
         DemandColumn("ledger_col_resolve_by", 18, lambda r: r.local(r.demand.resolve_by),
-                     lambda p: p.local("resolve_by")),
+                     lambda p: p.serials("resolve_by")),
         DemandColumn("ledger_col_resolved", 18, lambda r: r.local(r.demand.resolved_at),
-                     lambda p: p.local("resolved_at")),
+                     lambda p: p.serials("resolved_at")),
         DemandColumn("ledger_col_resolution", 30, lambda r: r.demand.resolution_note or r.demand.rejection_reason,
                      lambda p: [d.resolution_note or d.rejection_reason for d in p.demands]),
         DemandColumn("ledger_col_rating", 8, lambda r: r.demand.rating, lambda p: p.column("rating")),
@@ -382,7 +390,6 @@ async def _demands_sheet(ledger: LedgerService, s: AsyncSession, book: _Book, co
     sheet = _Sheet(book, plain(tr("ledger_sheet_demands")), [plain(tr(c.header_key)) for c in columns],
                    [c.width for c in columns], tz, frozenset(i for i, c in enumerate(columns) if c.raw and c.dates))
     clean = sheet.clean
-    epoch, day = _EPOCH, _DAY
     d = Demand.__table__
     query = (select(*d.c, User.first_name.label("_first"), User.last_name.label("_last"),
                     User.username.label("_username"))
@@ -442,10 +449,6 @@ async def _demands_sheet(ledger: LedgerService, s: AsyncSession, book: _Book, co
                 # A column another capability added: each value made one XlsxWriter takes; every
                 # column: a lone surrogate made "?" (one check a column, most pages pass it).
                 cells = [_sane_column(v if c.raw else [clean(x) for x in v]) for c, v in zip(columns, cells, strict=True)]
-                # A date column: Excel's serial numbers here, one subtraction and division a value in
-                # C, not XlsxWriter's conversion a cell; the column's date format is the cells'.
-                cells = [[None if x is None else (x - epoch) / day for x in v] if c.raw and c.dates else v
-                         for c, v in zip(columns, cells, strict=True)]
                 sheet.append_many(list(zip(*cells, strict=True)) if cells else [[] for _ in rows])
 
             # The cells and their XML off the event loop, while the next page is read.

@@ -118,3 +118,18 @@ def test_a_lone_surrogate_is_replaced_not_a_failed_export() -> None:
 
     wb = load_workbook(io.BytesIO(build(write)))
     assert list(wb["s_"].iter_rows(values_only=True)) == [("h?", None), ("坏?字", "😀")]
+
+
+def test_serials_are_the_wall_times_excel_numbers_across_a_clock_change() -> None:
+    from types import SimpleNamespace
+
+    from bot.services.ledger_export import DemandPage
+    from bot.ui.i18n import Translator
+
+    tz = ZoneInfo("America/New_York")  # 2026-03-08 02:00 the clocks go forward
+    times = [datetime(2026, 3, 8, 6, 30, tzinfo=UTC), datetime(2026, 3, 8, 7, 30, tzinfo=UTC), None,
+             datetime(2026, 5, 1, 0, 0, tzinfo=UTC)]
+    page = DemandPage([SimpleNamespace(at=t) for t in times], [None] * 4, [""] * 4, tz, Translator("zh"), {})
+    assert page.serials("at") == [None if t is None else (t.astimezone(tz).replace(tzinfo=None) - _EPOCH) / _DAY
+                                  for t in times]
+    assert page.serials("at")[1] - page.serials("at")[0] == pytest.approx(2 / 24)  # 01:30 → 03:30 wall time
