@@ -7,7 +7,7 @@
   query, the same data). The chart's 12-month query is timed too.
   Judged by: the month's aggregation with the indexes ÷ 300 ms (must be ≤ 1).
 - /export: a community with 100,000 demands in one month (3 timeline entries each) and one with
-  10,000; each exported in a fresh child process (`LedgerService.export`, streamed .xlsx):
+  10,000; each exported in a fresh child process (`LedgerService.export`, XlsxWriter .xlsx):
   time and peak memory (the process's high-water mark of resident memory over its size before
   the export). Judged by: time ÷ 10 s and peak(100,000) ÷ (2 × peak(10,000)) (both ≤ 1).
 

@@ -1,4 +1,4 @@
-"""/export: the month's ledger as an .xlsx workbook, streamed (bot/services/xlsx_stream.py): memory stays flat.
+"""/export: the month's ledger as an .xlsx workbook, written with XlsxWriter (constant_memory): memory stays flat.
 
 Sheets: 诉求 (each demand with its timeline as text), 任务 (claimers, hours, points), 会议
 (attendance), 三率 (the month's rates with their fractions), then any sheet another capability
@@ -9,12 +9,12 @@ The 诉求 sheet's columns are `LedgerService.demand_columns`, a list another ca
 to (`DemandColumn(header_key, width, value)`; `value(row)` reads a `DemandRow`; a column may also
 give `many(page)`, the values of a whole `DemandPage` at once, which the default ones do).
 
-Streamed (bot/services/xlsx_stream.py): each row goes into the sheet's deflated zip entry as it
-is written, nothing of the month is held, and a cell costs one f-string. openpyxl's write-only mode
-(a cell object per value) and XlsxWriter's constant_memory mode (eight calls per cell) spent 13 s
-and 7.7 s of a 100,000-demand export on the cells alone (bench/stats.py; the budget is 10 s). A
-reader sees the same workbook: date cells in the format openpyxl gave them, strings inline,
-widths as set, the header row bold and frozen.
+XlsxWriter in constant_memory mode: each row goes to the sheet's temporary file as it is written
+(nothing of the month is held), strings inline, formats made once. The 诉求 sheet is read in keyset
+pages of 2,000 Core rows; a page's cells are built column by column (a list comprehension each,
+date columns straight to Excel's serial numbers in a date-formatted column) and written a row at
+a time (`write_row`) in a worker thread while the next page is read. XlsxWriter's own per-cell
+work is most of a 100,000-demand export's time (bench/stats.py --export-only).
 """
 
 from __future__ import annotations
