@@ -196,4 +196,5 @@ def attach_to_ledger(ledger: LedgerService) -> None:
     ledger.add_stats(LevelSharesPart())
     at = next((i + 1 for i, c in enumerate(ledger.demand_columns) if c.header_key == "ledger_col_state"),
               len(ledger.demand_columns))
-    ledger.demand_columns.insert(at, DemandColumn("ledger_col_level", 8, lambda r: r.name(f"level_{r.demand.level}")))
+    ledger.demand_columns.insert(at, DemandColumn("ledger_col_level", 8, lambda r: r.name(f"level_{r.demand.level}"),
+                                                  lambda p: p.named("level_", "level")))  # a page at once

@@ -1,4 +1,4 @@
-"""/export: the month's ledger as an .xlsx workbook (openpyxl, write-only: memory stays flat).
+"""/export: the month's ledger as an .xlsx workbook, written with XlsxWriter (constant_memory): memory stays flat.
 
 Sheets: 诉求 (each demand with its timeline as text), 任务 (claimers, hours, points), 会议
 (attendance), 三率 (the month's rates with their fractions), then any sheet another capability
@@ -6,25 +6,34 @@ added with `LedgerService.add_sheet`. Headers in the user's language, the header
 real date cells in the community's timezone, column widths set.
 
 The 诉求 sheet's columns are `LedgerService.demand_columns`, a list another capability may add
-to (`DemandColumn(header_key, width, value)`; `value(row)` reads a `DemandRow`).
+to (`DemandColumn(header_key, width, value)`; `value(row)` reads a `DemandRow`; a column may also
+give `many(page)`, the values of a whole `DemandPage` at once, which the default ones do).
+
+XlsxWriter in constant_memory mode: each row goes to the sheet's temporary file as it is written
+(nothing of the month is held), strings inline, formats made once. The 诉求 sheet is read in keyset
+pages of 2,000 Core rows; a page's cells are built column by column (a list comprehension each,
+date columns straight to Excel's serial numbers in a date-formatted column) and written a row at
+a time (`write_row`) in a worker thread while the next page is read. XlsxWriter's own per-cell
+work is most of a 100,000-demand export's time (bench/stats.py --export-only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Font
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet._write_only import WriteOnlyWorksheet
-from sqlalchemy import select
+import xlsxwriter
+from sqlalchemy import DateTime, and_, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.ledger import Period
@@ -45,10 +54,17 @@ from bot.ui.tasks import hours
 if TYPE_CHECKING:
     from bot.services.ledger import LedgerService
 
-BATCH = 1000
+BATCH = 2000
 PERCENT_FORMAT = "0.0%"
-_BOLD = Font(bold=True)
 MAX_CELL = 32000  # Excel holds at most 32,767 characters in a cell
+DATE_FORMAT = "yyyy-mm-dd h:mm:ss"  # what openpyxl gives a datetime cell: readers see the same cells
+DAY_FORMAT = "yyyy-mm-dd"
+TIME_FORMAT = "h:mm:ss"
+_EPOCH = datetime(1899, 12, 30)  # Excel's day 0 for every date after 1900-02-28
+_DAY = timedelta(days=1)
+_PIXELS = 7  # XlsxWriter's width of a digit: a width of n characters is n × 7 pixels
+_BAD_TITLE = re.compile(r"[\[\]:*?/\\]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff]")
 
 
 def plain(value: object) -> str:
@@ -58,7 +74,7 @@ def plain(value: object) -> str:
     return html.unescape(str(value))
 
 
-@dataclass
+@dataclass(slots=True)
 class DemandRow:
     """What a column of the 诉求 sheet may read: `demand` has every column of the demands table as an
     attribute (a row, not an ORM object: a large export reads fast); `name(key)` is a catalog text."""
@@ -81,38 +97,120 @@ class DemandRow:
         return when.astimezone(self.tz).replace(tzinfo=None) if when is not None else None
 
 
+@dataclass(slots=True)
+class DemandPage:
+    """A page of demands (up to BATCH) for a column's `many`: the same facts as its DemandRows, as
+    lists, so a column is one list comprehension a page rather than one call a cell."""
+
+    demands: list[Any]
+    assignees: list[str | None]
+    timelines: list[str]
+    tz: ZoneInfo
+    tr: Translator
+    names: dict[str, str]
+    _rows: list[DemandRow] | None = None
+
+    def rows(self) -> list[DemandRow]:
+        """The page as DemandRows (for a column without `many`)."""
+        if self._rows is None:
+            self._rows = [DemandRow(d, a, t, self.tz, self.tr, self.names)
+                          for d, a, t in zip(self.demands, self.assignees, self.timelines, strict=True)]
+        return self._rows
+
+    def name(self, key: str) -> str:
+        text = self.names.get(key)
+        if text is None:
+            text = self.names[key] = plain(self.tr(key))
+        return text
+
+    def column(self, attr: str) -> list[Any]:
+        return list(map(attrgetter(attr), self.demands))
+
+    def local(self, attr: str) -> list[datetime | None]:
+        """A time column as the community's wall times (as DemandRow.local)."""
+        tz = self.tz
+        return [None if v is None else v.astimezone(tz).replace(tzinfo=None) for v in self.column(attr)]
+
+    def serials(self, attr: str) -> list[float | None]:
+        """A time column as Excel serial numbers of the community's wall times (what a date cell
+        holds): aware times in one zone subtract as wall times, so no naive copy is made first."""
+        tz = self.tz
+        epoch = datetime(1899, 12, 30, tzinfo=tz)  # Excel's day 0 (for every date after 1900-02-28)
+        return [None if v is None else (v.astimezone(tz) - epoch) / _DAY for v in self.column(attr)]
+
+    def named(self, prefix: str, attr: str) -> list[str]:
+        """A code column as its catalog texts (as DemandRow.name(prefix + code))."""
+        texts: dict[Any, str] = {}
+        out = []
+        for v in self.column(attr):
+            text = texts.get(v)
+            if text is None:
+                text = texts[v] = self.name(f"{prefix}{v}")
+            out.append(text)
+        return out
+
+
 @dataclass
 class DemandColumn:
     header_key: str  # catalog key of the header
     width: float
     value: Callable[[DemandRow], Any]
+    # Optional: the whole page's values at once, the same as `value` gives row by row (faster).
+    many: Callable[[DemandPage], list[Any]] | None = None
+    # True: the values are already what a cell takes (str, int, float, naive datetime, None), as the
+    # default columns give; otherwise each is made so (an aware time the community's wall time, ...).
+    raw: bool = False
+    # With raw: `many` gives Excel serial numbers (DemandPage.serials; `value` the datetimes), written
+    # as date cells (the column's format, DATE_FORMAT).
+    dates: bool = False
 
 
 def default_demand_columns() -> list[DemandColumn]:
     def name(prefix: str, attr: str) -> Callable[[DemandRow], Any]:
         return lambda r: r.name(f"{prefix}{getattr(r.demand, attr)}")
 
-    return [
-        DemandColumn("ledger_col_number", 8, lambda r: r.demand.number),
-        DemandColumn("ledger_col_filed", 18, lambda r: r.local(r.demand.filed_at)),
-        DemandColumn("ledger_col_category", 12, name("cat_", "category")),
-        DemandColumn("ledger_col_urgency", 8, name("urg_", "urgency")),
-        DemandColumn("ledger_col_state", 12, name("state_", "state")),
-        DemandColumn("ledger_col_text", 50, lambda r: r.demand.text[:MAX_CELL]),
-        DemandColumn("ledger_col_location", 16, lambda r: r.demand.location),
-        DemandColumn("ledger_col_public", 8, lambda r: r.name("ledger_yes" if r.demand.public else "ledger_no")),
-        DemandColumn("ledger_col_accept_by", 18, lambda r: r.local(r.demand.accept_by)),
-        DemandColumn("ledger_col_accepted", 18, lambda r: r.local(r.demand.accepted_at)),
+    def yes_no(p: DemandPage, flags: list[bool | None]) -> list[str | None]:
+        yes, no = p.name("ledger_yes"), p.name("ledger_no")
+        return [None if f is None else (yes if f else no) for f in flags]
+
+    def in_sla(p: DemandPage) -> list[str | None]:
+        return yes_no(p, [None if d.accepted_at is None else d.accepted_at <= d.accept_by for d in p.demands])
+
+    columns = [
+        DemandColumn("ledger_col_number", 8, lambda r: r.demand.number, lambda p: p.column("number")),
+        DemandColumn("ledger_col_filed", 18, lambda r: r.local(r.demand.filed_at), lambda p: p.serials("filed_at")),
+        DemandColumn("ledger_col_category", 12, name("cat_", "category"), lambda p: p.named("cat_", "category")),
+        DemandColumn("ledger_col_urgency", 8, name("urg_", "urgency"), lambda p: p.named("urg_", "urgency")),
+        DemandColumn("ledger_col_state", 12, name("state_", "state"), lambda p: p.named("state_", "state")),
+        DemandColumn("ledger_col_text", 50, lambda r: r.demand.text[:MAX_CELL],
+                     lambda p: [t[:MAX_CELL] for t in p.column("text")]),
+        DemandColumn("ledger_col_location", 16, lambda r: r.demand.location, lambda p: p.column("location")),
+        DemandColumn("ledger_col_public", 8, lambda r: r.name("ledger_yes" if r.demand.public else "ledger_no"),
+                     lambda p: yes_no(p, [bool(v) for v in p.column("public")])),
+        DemandColumn("ledger_col_accept_by", 18, lambda r: r.local(r.demand.accept_by),
+                     lambda p: p.serials("accept_by")),
+        DemandColumn("ledger_col_accepted", 18, lambda r: r.local(r.demand.accepted_at),
+                     lambda p: p.serials("accepted_at")),
         DemandColumn("ledger_col_in_sla", 10, lambda r: None if r.demand.accepted_at is None else r.name(
-            "ledger_yes" if r.demand.accepted_at <= r.demand.accept_by else "ledger_no")),
-        DemandColumn("ledger_col_assignee", 14, lambda r: r.assignee),
-        DemandColumn("ledger_col_resolve_by", 18, lambda r: r.local(r.demand.resolve_by)),
-        DemandColumn("ledger_col_resolved", 18, lambda r: r.local(r.demand.resolved_at)),
-        DemandColumn("ledger_col_resolution", 30, lambda r: r.demand.resolution_note or r.demand.rejection_reason),
-        DemandColumn("ledger_col_rating", 8, lambda r: r.demand.rating),
-        DemandColumn("ledger_col_comment", 30, lambda r: r.demand.rating_comment),
-        DemandColumn("ledger_col_timeline", 60, lambda r: r.timeline[:MAX_CELL]),
+            "ledger_yes" if r.demand.accepted_at <= r.demand.accept_by else "ledger_no"), in_sla),
+        DemandColumn("ledger_col_assignee", 14, lambda r: r.assignee, lambda p: p.assignees),
+        DemandColumn("ledger_col_resolve_by", 18, lambda r: r.local(r.demand.resolve_by),
+                     lambda p: p.serials("resolve_by")),
+        DemandColumn("ledger_col_resolved", 18, lambda r: r.local(r.demand.resolved_at),
+                     lambda p: p.serials("resolved_at")),
+        DemandColumn("ledger_col_resolution", 30, lambda r: r.demand.resolution_note or r.demand.rejection_reason,
+                     lambda p: [d.resolution_note or d.rejection_reason for d in p.demands]),
+        DemandColumn("ledger_col_rating", 8, lambda r: r.demand.rating, lambda p: p.column("rating")),
+        DemandColumn("ledger_col_comment", 30, lambda r: r.demand.rating_comment,
+                     lambda p: p.column("rating_comment")),
+        DemandColumn("ledger_col_timeline", 60, lambda r: r.timeline[:MAX_CELL],
+                     lambda p: [t[:MAX_CELL] for t in p.timelines]),
     ]
+    for c in columns:
+        c.raw = True
+        c.dates = c.header_key in ("ledger_col_filed", "ledger_col_accept_by", "ledger_col_accepted",
+                                   "ledger_col_resolve_by", "ledger_col_resolved")
+    return columns
 
 
 def _display(first: str | None, last: str | None, username: str | None, uid: int | None) -> str | None:
@@ -122,46 +220,140 @@ def _display(first: str | None, last: str | None, username: str | None, uid: int
     return name or (f"@{username}" if username else str(uid))
 
 
-class _Sheet:
-    """A write-only sheet: bold frozen header, set widths, dates formatted."""
+class Styled(NamedTuple):
+    """A value written with a number format of its own (`_Sheet.cell(value, fmt)`)."""
 
-    def __init__(self, wb: Workbook, title: str, headers: list[str], widths: list[float],
-                 tz: ZoneInfo | None = None) -> None:
+    value: Any
+    fmt: str
+
+
+def _sane(text: str) -> str:
+    """A lone surrogate (possible in text stored from a client) as "?": the sheet files are UTF-8."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _sane_column(values: list[Any]) -> list[Any]:
+    """A page's column as it is, unless one of its strings cannot be UTF-8 (checked once, in C)."""
+    try:
+        "".join([v for v in values if v.__class__ is str]).encode("utf-8")
+    except UnicodeEncodeError:
+        return [_sane(v) if v.__class__ is str else v for v in values]
+    return values
+
+
+class _Book:
+    """The workbook: XlsxWriter in constant_memory mode writing into `fh`; formats made once."""
+
+    def __init__(self, fh: Any) -> None:
+        self.wb = xlsxwriter.Workbook(fh, {
+            "constant_memory": True,  # each row goes to the sheet's temporary file as it is written
+            "in_memory": False,
+            "tmpdir": tempfile.gettempdir(),
+            # Text is text: no formulas, numbers or links made of what a resident typed.
+            "strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False,
+            "nan_inf_to_errors": True,
+            "default_date_format": DATE_FORMAT,  # a datetime cell written without a format gets it
+        })
+        self.wb.use_zip64()  # a month past 4 GiB of XML never fails the zip
+        self.bold = self.wb.add_format({"bold": True})
+        self.formats: dict[str, Any] = {}
+        self.titles: set[str] = set()
+
+    def format(self, fmt: str) -> Any:
+        """The Format of a number format, made on first use."""
+        f = self.formats.get(fmt)
+        if f is None:
+            f = self.formats[fmt] = self.wb.add_format({"num_format": fmt})
+        return f
+
+    def title(self, title: str) -> str:
+        """A valid, unique sheet name: forbidden characters replaced, at most 31 characters, and a
+        repeated name numbered (as openpyxl does)."""
+        title = _BAD_TITLE.sub("_", _CONTROL.sub("", _sane(title))).strip("'")[:31] or "Sheet"
+        base, n = title, 1
+        while title.lower() in self.titles:
+            suffix = str(n)
+            title, n = base[:31 - len(suffix)] + suffix, n + 1
+        self.titles.add(title.lower())
+        return title
+
+    def close(self) -> None:
+        if not self.titles:
+            self.wb.add_worksheet()
+        self.wb.close()
+
+
+class _Sheet:
+    """A constant-memory sheet: bold frozen header, set widths, dates formatted."""
+
+    def __init__(self, book: _Book, title: str, headers: list[str], widths: list[float],
+                 tz: ZoneInfo | None = None, dates: frozenset[int] = frozenset()) -> None:
         self.tz = tz
-        self.ws: WriteOnlyWorksheet = wb.create_sheet(title[:31])
-        self.ws.freeze_panes = "A2"
-        for i, w in enumerate(widths, 1):
-            self.ws.column_dimensions[get_column_letter(i)].width = w
-        header = []
-        for h in headers:
-            cell = WriteOnlyCell(self.ws, value=h)
-            cell.font = _BOLD
-            header.append(cell)
-        self.ws.append(header)
-        self.rows = 0
+        self.book = book
+        self.ws = ws = book.wb.add_worksheet(book.title(title))
+        for i, w in enumerate(widths):
+            if w:
+                # Read back as w (set_column would add a padding). A date column's format is the
+                # cells' own when a serial number is written without one (`dates`: column indexes).
+                ws.set_column_pixels(i, i, w * _PIXELS, book.format(DATE_FORMAT) if i in dates else None)
+        # Values other than str, int, float, bool, datetime, None: a handler of XlsxWriter's each.
+        ws.add_write_handler(Html, lambda ws, r, c, v, fmt=None: ws.write_string(r, c, plain(v)[:MAX_CELL], fmt))
+        ws.add_write_handler(Styled, self._styled)
+        self.headed = 1 if headers else 0
+        if headers:
+            ws.freeze_panes(1, 0)
+            ws.write_row(0, 0, [_sane(h) for h in headers], book.bold)
+        self.next = self.headed  # the sheet row the next append writes
+
+    @property
+    def rows(self) -> int:
+        return self.next - self.headed  # not the header
 
     def cell(self, value: Any, fmt: str | None = None) -> Any:
-        if isinstance(value, datetime):
-            # A plain datetime is a date cell (openpyxl's yyyy-mm-dd h:mm:ss): no cell object and
-            # style per value, which is most of a large export's time.
-            if value.tzinfo is not None:  # a part may hand aware times: the community's wall time
-                value = (value.astimezone(self.tz) if self.tz else value).replace(tzinfo=None)
-            return value
-        if isinstance(value, Html):
-            value = plain(value)
-        if fmt is not None:
-            c = WriteOnlyCell(self.ws, value=value)
-            c.number_format = fmt
-            return c
-        return value
+        """A value as it goes in a cell: `fmt` a number format of its own (e.g. PERCENT_FORMAT)."""
+        return Styled(value, fmt) if fmt is not None and value is not None else value
+
+    def _styled(self, ws: Any, r: int, c: int, v: Styled, fmt: Any = None) -> int:
+        value = self.clean(v.value)
+        if value.__class__ is Styled:  # a date's own format: the one asked for wins
+            value = value.value
+        return ws.write(r, c, value, self.book.format(v.fmt))
+
+    def clean(self, v: Any) -> Any:
+        """Any value as XlsxWriter takes it: an aware time as the zone's wall time, a date as a date
+        cell, a string valid and short enough, an unknown type as its text."""
+        t = v.__class__
+        if v is None or t is int or t is bool or t is Html or t is Styled:
+            return v
+        if t is float:
+            return v if math.isfinite(v) else str(v)
+        if t is str:
+            return _sane(v[:MAX_CELL])
+        if isinstance(v, datetime):
+            if v.tzinfo is not None:
+                v = (v.astimezone(self.tz) if self.tz else v).replace(tzinfo=None)
+            return v
+        if isinstance(v, date):
+            return Styled(v, DAY_FORMAT)
+        if isinstance(v, (time, timedelta)):
+            return Styled(v, TIME_FORMAT)
+        if isinstance(v, (int, float, Decimal, Fraction, Html, str)):
+            return v
+        return _sane(str(v)[:MAX_CELL])
 
     def append(self, values: list[Any]) -> None:
-        self.ws.append([self.cell(v) for v in values])
-        self.rows += 1
+        clean = self.clean
+        self.ws.write_row(self.next, 0, [clean(v) for v in values])
+        self.next += 1
 
-    def append_many(self, rows: list[list[Any]]) -> None:
-        for r in rows:
-            self.append(r)
+    def append_many(self, rows: list[Any]) -> None:
+        """Rows already clean (str, int, float, naive datetime, None, Html, Styled): a write_row each."""
+        write_row = self.ws.write_row
+        r = self.next
+        for values in rows:
+            write_row(r, 0, values)
+            r += 1
+        self.next = r
 
 
 async def build_workbook(ledger: LedgerService, s: AsyncSession, community: Community, p: Period,
@@ -169,68 +361,111 @@ async def build_workbook(ledger: LedgerService, s: AsyncSession, community: Comm
     """The workbook's bytes and how many demands it lists."""
     tr = Translator(locale)
     tz = ZoneInfo(community.timezone)
-    wb = Workbook(write_only=True)
-    count = await _demands_sheet(ledger, s, wb, community, p, tr, tz)
-    await _tasks_sheet(s, wb, community, p, tr, tz)
-    await _meetings_sheet(ledger, s, wb, community, p, tr, tz)
-    await _rates_sheet(ledger, s, wb, community, p, tr)
-    from bot.services.ledger import iterate_rows
-
-    for part in ledger.sheet_parts:
-        headers = [str(h) for h in part.headers(locale)]
-        sheet = _Sheet(wb, part.title(locale), headers, [max(10.0, min(40.0, len(h) * 2.2)) for h in headers], tz)
-        async for row in iterate_rows(part.rows(s, community.id, p.start, p.end, locale)):
-            sheet.append(row)
     # Spooled: a big workbook goes to a temporary file while it is zipped, not a growing buffer.
-    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as fh:
-        await asyncio.to_thread(wb.save, fh)
+    with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as fh:
+        book = _Book(fh)
+        try:
+            count = await _demands_sheet(ledger, s, book, community, p, tr, tz)
+            await _tasks_sheet(s, book, community, p, tr, tz)
+            await _meetings_sheet(ledger, s, book, community, p, tr, tz)
+            await _rates_sheet(ledger, s, book, community, p, tr)
+            from bot.services.ledger import iterate_rows
+
+            for part in ledger.sheet_parts:
+                headers = [str(h) for h in part.headers(locale)]
+                sheet = _Sheet(book, part.title(locale), headers,
+                               [max(10.0, min(40.0, len(h) * 2.2)) for h in headers], tz)
+                async for row in iterate_rows(part.rows(s, community.id, p.start, p.end, locale)):
+                    sheet.append(row)
+        finally:
+            await asyncio.to_thread(book.close)  # the zip, off the event loop (also on an error: temp files)
         fh.seek(0)
         data = fh.read()
     return data, count
 
 
-async def _demands_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, community: Community, p: Period,
+async def _demands_sheet(ledger: LedgerService, s: AsyncSession, book: _Book, community: Community, p: Period,
                          tr: Translator, tz: ZoneInfo) -> int:
     columns = list(ledger.demand_columns)
-    sheet = _Sheet(wb, plain(tr("ledger_sheet_demands")), [plain(tr(c.header_key)) for c in columns],
-                   [c.width for c in columns])
-    # The month's ids in filing order first (read from the ledger index), then the rows a batch at a
-    # time by id: each batch costs its own rows, however far into a large month it is.
-    order = list(await s.scalars(
-        select(Demand.id).where(Demand.community_id == community.id, Demand.filed_at >= p.start,
-                                Demand.filed_at < p.end).order_by(Demand.filed_at, Demand.id)))
-    count = 0
+    sheet = _Sheet(book, plain(tr("ledger_sheet_demands")), [plain(tr(c.header_key)) for c in columns],
+                   [c.width for c in columns], tz, frozenset(i for i, c in enumerate(columns) if c.raw and c.dates))
+    clean = sheet.clean
+    d = Demand.__table__
+    query = (select(*d.c, User.first_name.label("_first"), User.last_name.label("_last"),
+                    User.username.label("_username"))
+             .outerjoin(User, User.id == d.c.assignee_id)
+             .where(d.c.community_id == community.id, d.c.filed_at < p.end)
+             .order_by(d.c.filed_at, d.c.id).limit(BATCH))
+    # The event's time as the driver gives it (naive UTC on SQLite, aware on PostgreSQL): made a
+    # wall-time text once per distinct time below, not an aware datetime per event first.
+    events_query = (select(DemandEvent.demand_id, type_coerce(DemandEvent.created_at, DateTime(timezone=True)),
+                           DemandEvent.action, DemandEvent.note)
+                    .order_by(DemandEvent.demand_id, DemandEvent.id))
+    conn = await s.connection()  # Core rows, not ORM entities: no identity map, no per-row object
     names: dict[str, str] = {}
-    for i in range(0, len(order), BATCH):
-        ids = order[i:i + BATCH]
-        found = {r.id: r for r in (await s.execute(
-            select(*Demand.__table__.c, User.first_name.label("_first"), User.last_name.label("_last"),
-                   User.username.label("_username"))
-            .outerjoin(User, User.id == Demand.assignee_id)
-            .where(Demand.id.in_(ids))
-        )).all()}
-        rows = [found[x] for x in ids if x in found]
-        events: dict[int, list[str]] = {}
-        for demand_id, at, action, note in (await s.execute(
-            select(DemandEvent.demand_id, DemandEvent.created_at, DemandEvent.action, DemandEvent.note)
-            .where(DemandEvent.demand_id.in_(ids)).order_by(DemandEvent.demand_id, DemandEvent.id)
-        )).all():
-            what = names.get(f"act_{action}") or names.setdefault(f"act_{action}", plain(tr(f"act_{action}")))
-            line = f"{at.astimezone(tz):%Y-%m-%d %H:%M} {what}"
-            events.setdefault(demand_id, []).append(f"{line}：{note}" if note else line)
-        out = []
-        for d in rows:
-            row = DemandRow(d, _display(d._first, d._last, d._username, d.assignee_id),
-                            "\n".join(events.get(d.id, [])), tz, tr, names)
-            out.append([c.value(row) for c in columns])
-        await asyncio.to_thread(sheet.append_many, out)  # the XML off the event loop
-        count += len(rows)
+    acts: dict[str, str] = {}
+    stamps: dict[datetime, str] = {}  # one text per event time: a demand's steps often share it
+
+    async def batch(after: tuple[datetime, int] | None) -> list[Any]:
+        # Keyset pages in filing order along the ledger index: each page costs its own rows, however
+        # far into a large month it is.
+        q = query.where(d.c.filed_at >= p.start) if after is None else query.where(
+            d.c.filed_at >= after[0], or_(d.c.filed_at > after[0], and_(d.c.filed_at == after[0], d.c.id > after[1])))
+        return list(await conn.execute(q))
+
+    count = 0
+    pending: asyncio.Future[Any] | None = None
+    try:
+        rows = await batch(None)
+        while rows:
+            ids = [r.id for r in rows]
+            events: dict[int, list[str]] = {}
+            for demand_id, at, action, note in await conn.execute(
+                    events_query.where(DemandEvent.demand_id.in_(ids))):
+                what = acts.get(action)
+                if what is None:
+                    what = acts[action] = plain(tr(f"act_{action}"))
+                stamp = stamps.get(at)
+                if stamp is None:
+                    if len(stamps) > 4096:
+                        stamps.clear()
+                    aware = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+                    stamp = stamps[at] = f"{aware.astimezone(tz):%Y-%m-%d %H:%M} "
+                line = stamp + what
+                lines = events.get(demand_id)
+                if lines is None:
+                    lines = events[demand_id] = []
+                lines.append(f"{line}：{note}" if note else line)
+            if pending is not None:
+                await pending
+            last = rows[-1]
+
+            def write(rows: list[Any] = rows, events: dict[int, list[str]] = events) -> None:
+                page = DemandPage(rows, [_display(d._first, d._last, d._username, d.assignee_id) for d in rows],
+                                  ["\n".join(events.get(d.id, ())) for d in rows], tz, tr, names)
+                # Column by column: a list comprehension each (or the column's value() a row), then rows.
+                cells = [c.many(page) if c.many is not None else [c.value(r) for r in page.rows()]
+                         for c in columns]
+                # A column another capability added: each value made one XlsxWriter takes; every
+                # column: a lone surrogate made "?" (one check a column, most pages pass it).
+                cells = [_sane_column(v if c.raw else [clean(x) for x in v]) for c, v in zip(columns, cells, strict=True)]
+                sheet.append_many(list(zip(*cells, strict=True)) if cells else [[] for _ in rows])
+
+            # The cells and their XML off the event loop, while the next page is read.
+            pending = asyncio.ensure_future(asyncio.to_thread(write))
+            count += len(rows)
+            rows = await batch((last.filed_at, last.id)) if len(rows) == BATCH else []
+    finally:
+        if pending is not None:  # never leave the writer running into the next sheet or the close
+            await asyncio.gather(pending, return_exceptions=True)
+    if pending is not None:
+        pending.result()  # its error, if it had one
     if not count:
         sheet.append([plain(tr("ledger_export_empty", month=p.label))])
     return count
 
 
-async def _tasks_sheet(s: AsyncSession, wb: Workbook, community: Community, p: Period, tr: Translator,
+async def _tasks_sheet(s: AsyncSession, wb: _Book, community: Community, p: Period, tr: Translator,
                        tz: ZoneInfo) -> None:
     headers = ["ledger_col_number", "ledger_col_task", "ledger_col_starts", "ledger_col_place", "ledger_col_state",
                "ledger_col_slots", "ledger_col_claimed", "ledger_col_points", "ledger_col_hours",
@@ -266,7 +501,7 @@ async def _tasks_sheet(s: AsyncSession, wb: Workbook, community: Community, p: P
         ])
 
 
-async def _meetings_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, community: Community, p: Period,
+async def _meetings_sheet(ledger: LedgerService, s: AsyncSession, wb: _Book, community: Community, p: Period,
                           tr: Translator, tz: ZoneInfo) -> None:
     headers = ["ledger_col_number", "ledger_col_meeting", "ledger_col_starts", "ledger_col_place",
                "ledger_col_state", "ledger_col_attended", "ledger_col_leave", "ledger_col_expected",
@@ -295,7 +530,7 @@ async def _meetings_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, 
         ])
 
 
-async def _rates_sheet(ledger: LedgerService, s: AsyncSession, wb: Workbook, community: Community, p: Period,
+async def _rates_sheet(ledger: LedgerService, s: AsyncSession, wb: _Book, community: Community, p: Period,
                        tr: Translator) -> None:
     headers = ["ledger_col_metric", "ledger_col_percent", "ledger_col_numerator", "ledger_col_denominator",
                "ledger_col_fraction"]

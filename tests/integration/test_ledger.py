@@ -292,6 +292,58 @@ async def test_export_of_an_empty_month_is_headers_and_a_note(led: Led) -> None:
     assert [r[1:4] for r in wb["Rates"].iter_rows(min_row=2, max_row=4, values_only=True)] == [(None, 0, 0)] * 3
 
 
+async def test_a_large_export_lists_every_demand_once_in_filing_order_across_pages(
+        led: Led, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More demands than a page, many filed at the same instant (ties at page edges): each row once,
+    in (filing time, id) order, with its own timeline; the tie-break is the id, not the number."""
+    from bot.services import ledger_export
+    from bot.storage.models import DemandEvent
+
+    monkeypatch.setattr(ledger_export, "BATCH", 40)  # pages of 40: the same paths as 2,000, quicker
+    total = 2 * 40 * 7 + 33
+    times = [bj(2026, 3, 1 + k, 9) for k in range(7)]
+    async with led.w.ctx.tx() as s:
+        demands = [Demand(community_id=led.cid, number=total - i, text=f"第{total - i}件", category="roads",
+                          urgency="general", state="new", public=True, filed_at=times[i % 7],
+                          accept_by=times[i % 7] + timedelta(days=1), resolve_by=times[i % 7] + timedelta(days=7))
+                   for i in range(total)]
+        s.add_all(demands)
+        await s.flush()
+        s.add_all([DemandEvent(demand_id=d.id, action="file", note=f"n{d.number}", created_at=d.filed_at)
+                   for d in demands])
+        expected = [d.number for d in sorted(demands, key=lambda d: (d.filed_at, d.id))]
+    _, data, count = await led.ledger.export(actor_id=ALICE.id, community_id=led.cid, month="2026-03", locale="zh")
+    assert count == total
+    ws = load_workbook(io.BytesIO(data), read_only=True)["诉求"]
+    rows = list(ws.iter_rows(min_row=2, values_only=True))
+    assert [r[0] for r in rows] == expected
+    assert all(r[-1].endswith(f"：n{r[0]}") and "\n" not in r[-1] for r in rows)
+    assert rows[0][1] == datetime(2026, 3, 1, 9, 0) and rows[-1][1] == datetime(2026, 3, 7, 9, 0)
+
+
+async def test_a_column_by_the_page_gives_what_it_gives_by_the_row(led: Led) -> None:
+    """The default columns' `many` (a page at once) and their `value` (a row at a time) write the
+    same workbook; a column with no `many` is read row by row."""
+    from bot.services.ledger_export import DemandColumn
+
+    await known_month(led)
+    async with led.w.ctx.tx() as s:  # a comment, an assignee-free rejection reason, a location
+        d = (await s.scalars(select(Demand).where(Demand.community_id == led.cid).order_by(Demand.id))).all()[1]
+        d.location, d.rejection_reason, d.rating_comment, d.public = "3号楼", "重复", "很好", False
+    led.at(bj(2026, 4, 20, 12))
+
+    async def sheet() -> list[tuple[object, ...]]:
+        _, data, _ = await led.ledger.export(actor_id=ALICE.id, community_id=led.cid, month="2026-03", locale="zh")
+        return list(load_workbook(io.BytesIO(data))["诉求"].iter_rows(values_only=True))
+
+    by_page = await sheet()
+    assert all(c.many is not None for c in led.ledger.demand_columns)
+    led.ledger.demand_columns[:] = [DemandColumn(c.header_key, c.width, c.value) for c in led.ledger.demand_columns]
+    by_row = await sheet()
+    assert by_page == by_row and len(by_page) == 12
+    assert {v for row in by_page for v in row} >= {"3号楼", "很好", "否", "是"}
+
+
 async def test_extension_points_add_lines_a_sheet_and_a_column(led: Led) -> None:
     from bot.services.ledger_export import DemandColumn
 

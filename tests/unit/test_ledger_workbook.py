@@ -1,0 +1,135 @@
+"""/export's workbook writer (XlsxWriter, constant memory): what a reader finds, read back with openpyxl."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from openpyxl import load_workbook
+
+from bot.services.ledger_export import _DAY, _EPOCH, DATE_FORMAT, PERCENT_FORMAT, _Book, _Sheet
+from bot.ui.html import Html
+
+
+def build(write) -> bytes:  # type: ignore[no-untyped-def]
+    fh = io.BytesIO()
+    book = _Book(fh)
+    write(book)
+    book.close()
+    return fh.getvalue()
+
+
+def test_values_types_formats_and_layout_read_back() -> None:
+    tz = ZoneInfo("Asia/Shanghai")
+
+    def write(book: _Book) -> None:
+        s = _Sheet(book, "诉求", ["编号", "提交时间", "内容"], [8, 18, 50.5], tz)
+        for row in (
+            [1, datetime(2026, 3, 1, 0, 10), "3号楼电梯坏了"],
+            [2, datetime(2026, 2, 28, 16, 10, tzinfo=UTC), "a < b & c > d \"q\" 'x'"],
+            [None, None, "  spaced  "],
+            [True, 2.5, "line 1\nline 2"],
+            [Decimal("1.25"), date(2026, 3, 1), time(9, 30)],
+            [s.cell(0.5, PERCENT_FORMAT), s.cell(None, PERCENT_FORMAT), "bell\x07 and CR\r"],
+            [timedelta(hours=6), float("inf"), ""],
+            [object.__new__(type("Thing", (), {"__str__": lambda self: "thing"})), -3, "=1+1"],
+            [Html("A &amp; B"), "http://example.org", "12"],
+        ):
+            s.append(row)
+        assert s.rows == 9
+        s2 = _Sheet(book, "三率", [], [16, 10])
+        s2.append(["响应率", s2.cell(5 / 9, PERCENT_FORMAT)])
+
+    wb = load_workbook(io.BytesIO(build(write)))
+    assert wb.sheetnames == ["诉求", "三率"]
+    ws = wb["诉求"]
+    assert ws.freeze_panes == "A2"
+    assert ws.column_dimensions["A"].width == 8 and ws.column_dimensions["C"].width == 50.5
+    assert ws.cell(row=1, column=1).font.b and not ws.cell(row=2, column=1).font.b
+    rows = list(ws.iter_rows(values_only=True))
+    assert rows[0] == ("编号", "提交时间", "内容")
+    assert rows[1] == (1, datetime(2026, 3, 1, 0, 10), "3号楼电梯坏了")
+    assert ws.cell(row=2, column=2).is_date and ws.cell(row=2, column=2).number_format == DATE_FORMAT
+    assert rows[2] == (2, datetime(2026, 3, 1, 0, 10), "a < b & c > d \"q\" 'x'")  # aware: the zone's wall time
+    assert rows[3] == (None, None, "  spaced  ")
+    assert rows[4] == (True, 2.5, "line 1\nline 2")
+    assert rows[5][0] == 1.25 and rows[5][1] == datetime(2026, 3, 1) and ws.cell(row=6, column=2).is_date
+    assert ws.cell(row=6, column=2).number_format == "yyyy-mm-dd"
+    assert ws.cell(row=6, column=3).is_date and rows[5][2] == time(9, 30)
+    assert rows[6][0] == 0.5 and ws.cell(row=7, column=1).number_format == "0.0%" and rows[6][1] is None
+    # XML cannot hold control characters: Excel's escape (Excel shows them; openpyxl leaves it as written)
+    assert rows[6][2] == "bell_x0007_ and CR_x000D_"
+    assert ws.cell(row=8, column=1).is_date and rows[7][1] == "inf" and rows[7][2] is None
+    assert rows[8] == ("thing", -3, "=1+1")  # text, never a formula
+    assert ws.cell(row=9, column=3).data_type == "s"
+    assert rows[9] == ("A & B", "http://example.org", "12")  # catalog text plain; no link, no number
+    assert not ws._hyperlinks
+    assert list(wb["三率"].iter_rows(values_only=True)) == [("响应率", pytest.approx(5 / 9))]
+    assert wb["三率"].cell(row=1, column=2).number_format == "0.0%"
+
+
+def test_a_page_of_rows_with_a_date_column_of_serial_numbers() -> None:
+    """The 诉求 sheet's fast path: whole rows, a date column's cells numbers in its date format."""
+    when = [datetime(2026, 5, 1, 8, 0), None, datetime(2026, 5, 31, 23, 59)]
+
+    def write(book: _Book) -> None:
+        s = _Sheet(book, "诉求", ["编号", "提交时间", "内容"], [8, 18, 50], None, frozenset({1}))
+        s.append_many([[i + 1, None if w is None else (w - _EPOCH) / _DAY, f"第{i + 1}条"]
+                       for i, w in enumerate(when)])
+        s.append_many([[4, None, None]])
+        assert s.rows == 4
+
+    ws = load_workbook(io.BytesIO(build(write)))["诉求"]
+    assert list(ws.iter_rows(values_only=True)) == [
+        ("编号", "提交时间", "内容"), (1, when[0], "第1条"), (2, None, "第2条"), (3, when[2], "第3条"),
+        (4, None, None)]
+    assert ws.cell(row=2, column=2).is_date and ws.cell(row=2, column=2).number_format == DATE_FORMAT
+    assert not ws.cell(row=2, column=1).is_date and ws.column_dimensions["B"].width == 18
+
+
+def test_sheet_titles_are_made_valid_and_unique() -> None:
+    def write(book: _Book) -> None:
+        for title in ("议事", "议事", "a/b:c*d?[e]", "x" * 40, "x" * 40, "'q'", ""):
+            _Sheet(book, title, [], [])
+
+    assert load_workbook(io.BytesIO(build(write))).sheetnames == [
+        "议事", "议事1", "a_b_c_d__e_", "x" * 31, "x" * 30 + "1", "q", "Sheet"]
+
+
+def test_an_empty_book_still_has_a_sheet() -> None:
+    assert len(load_workbook(io.BytesIO(build(lambda book: None))).sheetnames) == 1
+
+
+def test_long_text_is_cut_to_what_a_cell_holds() -> None:
+    def write(book: _Book) -> None:
+        _Sheet(book, "s", [], []).append(["字" * 40000])
+
+    ws = load_workbook(io.BytesIO(build(write)))["s"]
+    assert len(ws.cell(row=1, column=1).value) == 32000
+
+
+def test_a_lone_surrogate_is_replaced_not_a_failed_export() -> None:
+    def write(book: _Book) -> None:
+        s = _Sheet(book, "s\ud83d", ["h\ud83d"], [])
+        s.append(["坏\ud83d字", "😀"])
+
+    wb = load_workbook(io.BytesIO(build(write)))
+    assert list(wb["s_"].iter_rows(values_only=True)) == [("h?", None), ("坏?字", "😀")]
+
+
+def test_serials_are_the_wall_times_excel_numbers_across_a_clock_change() -> None:
+    from types import SimpleNamespace
+
+    from bot.services.ledger_export import DemandPage
+    from bot.ui.i18n import Translator
+
+    tz = ZoneInfo("America/New_York")  # 2026-03-08 02:00 the clocks go forward
+    times = [datetime(2026, 3, 8, 6, 30, tzinfo=UTC), datetime(2026, 3, 8, 7, 30, tzinfo=UTC), None,
+             datetime(2026, 5, 1, 0, 0, tzinfo=UTC)]
+    page = DemandPage([SimpleNamespace(at=t) for t in times], [None] * 4, [""] * 4, tz, Translator("zh"), {})
+    assert page.serials("at") == [None if t is None else (t.astimezone(tz).replace(tzinfo=None) - _EPOCH) / _DAY
+                                  for t in times]
+    assert page.serials("at")[1] - page.serials("at")[0] == pytest.approx(2 / 24)  # 01:30 → 03:30 wall time
