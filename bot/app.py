@@ -24,10 +24,11 @@ from bot.services.tasks import TaskService
 from bot.storage.db import make_engine, make_session_factory, migrate
 from bot.transport.base import Transport
 from bot.transport.factory import make_transport
+from bot.transport.inbox import Inbox
 from bot.transport.outbox import OutboxWorker
 from bot.transport.port import BotApi
 from bot.transport.sender import Sender, SendLimits
-from config.settings import Settings
+from config.settings import Settings, parse_duration
 
 log = logging.getLogger("linli.app")
 
@@ -124,6 +125,11 @@ class App:
             transport=self.transport,
         )
         self.dispatcher = Dispatcher(self.services, build_router())
+        # Every update is stored before it is confirmed, and handled once (bot/transport/inbox.py).
+        self.inbox = Inbox(sessions, self.transport.events_of, self.dispatcher.on_update, clock=clock,
+                           retention=parse_duration(settings.inbox_retention))
+        self.dispatcher.inbox = self.inbox
+        ctx.personal.register("inbox", self.inbox.export_user, self.inbox.erase_user)
 
     async def start(self) -> None:
         await migrate(self.engine)
@@ -131,11 +137,16 @@ class App:
         await self.services.outbox.start()
         await self.services.jobs.start()
         await self.services.tasks.start()
-        await self.transport.start(self.dispatcher.on_event)
+        await self.transport.open()
+        await self.inbox.recover()  # what a crash left stored but unhandled goes first
+        self.inbox.start_housekeeping()
+        self.inbox.start_polling(self.settings.bot_token, self.settings.telegram_api_base,
+                                 timeout=self.settings.poll_timeout)
         log.info("Linli is running on %s", self.settings.bot_framework)
 
     async def stop(self) -> None:
         # Finish what is in hand before the HTTP session closes: timers, handlers, deliveries.
+        await self.inbox.stop()  # no more updates taken; those stored are handled below or at the next start
         await self.services.jobs.stop()
         await self.dispatcher.stop()
         await self.services.tasks.stop()

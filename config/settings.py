@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     # how long delivered messages, finished timers and abandoned forms are kept.
     filing_limit_per_hour: int = Field(default=5, ge=1, le=1000)
     retention_days: int = Field(default=30, ge=1, le=3650)
+    # The durable inbox: how long handled updates are kept (then pruned).
+    inbox_retention: str = "7d"
 
     @field_validator("superadmins", mode="before")
     @classmethod
@@ -138,6 +140,12 @@ class Settings(BaseSettings):
     @field_validator("rating_reask_after")
     @classmethod
     def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @field_validator("inbox_retention")
+    @classmethod
+    def _inbox_retention(cls, v: str) -> str:
         parse_duration(v)
         return v
 

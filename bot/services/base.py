@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from bot.services.clock import Clock, system_clock
 from bot.services.personal import PersonalData
 from bot.services.roles import Roles
+from bot.services.unit import current_unit
 from bot.storage.db import writing
 from bot.storage.models import Job, Outbox
 from config.settings import Settings
@@ -46,7 +47,16 @@ class ServiceContext:
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit on success, roll back on any error, then wake the workers."""
+        """One unit of work: commit on success, roll back on any error, then wake the workers.
+
+        Inside an update's unit (bot/services/unit.py) it is a SAVEPOINT of the update's transaction,
+        which commits with the update's replies (and wakes the workers then)."""
+        unit = current_unit()
+        if unit is not None:
+            s = await unit.write()
+            async with s.begin_nested():
+                yield s
+            return
         async with writing(self.sessions) as session:
             yield session
         # Committed: now the workers can see what it queued.
@@ -57,5 +67,9 @@ class ServiceContext:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
+        unit = current_unit()
+        if unit is not None:  # sees what the update wrote so far
+            yield unit.session
+            return
         async with self.sessions() as session:
             yield session

@@ -17,6 +17,7 @@ from bot.storage.models.core import (
     User,
 )
 from bot.storage.models.demands import Demand, DemandEvent, DemandFollower, DemandPost
+from bot.storage.models.inbox import InboxUpdate
 from bot.storage.models.meetings import Meeting, MeetingAttendee
 from bot.storage.models.notices import ChatMove, Notice, NoticeAck, NoticeDelivery
 from bot.storage.models.privacy import CommunityVisitor, QuotaEvent
@@ -36,6 +37,7 @@ __all__ = [
     "DemandEvent",
     "DemandFollower",
     "DemandPost",
+    "InboxUpdate",
     "Job",
     "Notice",
     "NoticeAck",
