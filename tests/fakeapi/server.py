@@ -112,6 +112,9 @@ class FakeTelegram(BotMethods):
         # Seconds a send* call waits, after it was carried out, before it is answered (a slow
         # network): widens the window in which a crash leaves a delivered message unmarked.
         self.answer_delay = 0.0
+        # While set, send* calls wait before they are carried out; one whose caller went away
+        # meanwhile (a killed bot) is never carried out.
+        self.hold_sends = False
         self.base_url = ""
         self.port = 0
         self.max_delivered = 0  # highest update_id handed to a live getUpdates
@@ -256,6 +259,12 @@ class FakeTelegram(BotMethods):
             return self._error(e)
         if name == "getUpdates":
             return await self._get_updates(request, checked)
+        if self.hold_sends and name.startswith("send"):
+            while self.hold_sends and not _gone(request) and not self._closing:
+                await asyncio.sleep(0.01)
+            if _gone(request) or self._closing:
+                self.failed_calls.append(FailedCall(name, raw, None, "caller gone while held"))
+                return web.Response(status=503)
         if self.enforce_limits and (wait := self._throttle(checked)):
             err = ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
             self.throttled.append(FailedCall(name, checked.params, 429, err.description))
