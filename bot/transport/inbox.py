@@ -221,6 +221,35 @@ class Inbox:
         self.last_contact = time.monotonic()
         return body.get("result")
 
+    def start_webhook(self, token: str, api_base: str | None, *, url: str, secret: str, max_connections: int,
+                      keepalive: float = 20.0) -> None:
+        """Webhook mode: tell Telegram where to deliver (retrying until it has it), then keep in touch
+        (getWebhookInfo) so /healthz knows Telegram answers. The webhook is left in place at stop:
+        other instances may be serving it."""
+        self._stopping = False
+        base = f"{(api_base or 'https://api.telegram.org').rstrip('/')}/bot{token}"
+        params = {"url": url, "secret_token": secret, "allowed_updates": ALLOWED_UPDATES,
+                  "max_connections": max_connections, "drop_pending_updates": False}
+        self._task = asyncio.create_task(self._webhook(base, params, keepalive), name="inbox-webhook")
+
+    async def _webhook(self, base: str, params: dict[str, Any], keepalive: float) -> None:
+        delay = 0.5
+        while not self._stopping:
+            try:
+                await self._call(f"{base}/setWebhook", params, 10.0)
+                log.info("webhook set")
+                break
+            except (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError) as exc:
+                log.warning("setWebhook failed: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        while not self._stopping:
+            await asyncio.sleep(keepalive)
+            try:
+                await self._call(f"{base}/getWebhookInfo", {}, 10.0)
+            except (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError) as exc:
+                log.warning("getWebhookInfo failed: %s", exc)
+
     async def _poll(self, token: str, api_base: str | None, timeout: int) -> None:
         base = f"{(api_base or 'https://api.telegram.org').rstrip('/')}/bot{token}"
         delay = 0.5
