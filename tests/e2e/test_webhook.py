@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import func, select
 
@@ -72,6 +73,12 @@ async def test_demand_loop_in_webhook_mode(tg: FakeTelegram, hooked: BotUnderTes
     await loop.test_whole_loop_three_users(tg, hooked)
     assert all(status == 200 for _, status in tg.pushes)
     assert not any(m == "getUpdates" for m, _ in tg.calls)
+    assert hooked.app is not None and hooked.app.listener is not None
+    port = hooked.app.listener.port
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as resp:
+        assert resp.status == 200  # the same listener serves health and metrics
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        assert resp.status == 200 and "linli_updates_handled_total" in await resp.text()
     url = tg.webhook_url
     await hooked.stop()
     assert tg.webhook_url == url  # left in place at stop: other instances may be serving
