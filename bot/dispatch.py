@@ -18,6 +18,7 @@ from bot import metrics
 from bot.handlers.base import Context, Router
 from bot.services.errors import ChooseCommunity, Term, UserError
 from bot.services.notify import enqueue_message, locale_of
+from bot.services.roles import begin_snapshot, end_snapshot
 from bot.services.unit import AlreadyHandled, UpdateUnit
 from bot.storage.models import Conversation
 from bot.transport.inbox import InboxItem
@@ -179,6 +180,26 @@ class Dispatcher:
         svc = self.services
         # Who they are is recorded first, in its own small transactions (idempotent upserts).
         observed = [await svc.people.observe(ev) for ev in item.events]
+        snapshot = begin_snapshot()
+        try:
+            # What the transaction will need from Telegram (admin lists) is read before it opens.
+            await self._prefetch(item, observed)
+            return await self._in_unit(item, observed, gate)
+        finally:
+            end_snapshot(snapshot)
+
+    async def _prefetch(self, item: InboxItem, observed: list[Observed]) -> None:
+        ctx = self.services.ctx
+        try:
+            async with ctx.read() as s:
+                for event, obs in zip(item.events, observed, strict=True):
+                    if not event.user.is_bot:
+                        await ctx.roles.prefetch_for(s, event.user.id, obs.community.id if obs.community else None)
+        except Exception:
+            log.warning("update %s: reading admin lists ahead failed", item.update_id, exc_info=True)
+
+    async def _in_unit(self, item: InboxItem, observed: list[Observed], gate: _Gate | None) -> str | None:
+        svc = self.services
         unit = UpdateUnit(svc.ctx.sessions, [item.update_id], svc.ctx.clock())
         unit.enter()
         ctxs: list[Context] = []

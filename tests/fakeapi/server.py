@@ -117,6 +117,7 @@ class FakeTelegram(BotMethods):
         # While set, send* calls wait before they are carried out; one whose caller went away
         # meanwhile (a killed bot) is never carried out.
         self.hold_sends = False
+        self.stall: dict[str, float] = {}  # method -> seconds it takes to answer (a hanging Telegram)
         # Webhook mode: updates are pushed to webhook_url one at a time, in order, with the secret
         # the bot set; one not answered 200 is pushed again (as Telegram retries).
         self.pushes: list[tuple[int, int | None]] = []  # (update_id, HTTP status or None) per push
@@ -271,6 +272,13 @@ class FakeTelegram(BotMethods):
             return self._error(e)
         if name == "getUpdates":
             return await self._get_updates(request, checked)
+        if name in self.stall:
+            until = time.monotonic() + self.stall[name]
+            while time.monotonic() < until and not _gone(request) and not self._closing:
+                await asyncio.sleep(0.02)
+            if _gone(request) or self._closing:
+                self.failed_calls.append(FailedCall(name, raw, None, "caller gone while stalled"))
+                return web.Response(status=503)
         if self.hold_sends and name.startswith("send"):
             while self.hold_sends and not _gone(request) and not self._closing:
                 await asyncio.sleep(0.01)
