@@ -193,10 +193,27 @@ class Dispatcher:
         try:
             async with ctx.read() as s:
                 for event, obs in zip(item.events, observed, strict=True):
-                    if not event.user.is_bot:
+                    if self._may_check_roles(event, obs):
                         await ctx.roles.prefetch_for(s, event.user.id, obs.community.id if obs.community else None)
         except Exception:
             log.warning("update %s: reading admin lists ahead failed", item.update_id, exc_info=True)
+
+    def _may_check_roles(self, event: Event, obs: Observed) -> bool:
+        """Whether handling it may ask who administers a chat: not group chatter no trigger takes up."""
+        if event.user.is_bot:
+            return False
+        if event.kind != EventKind.MESSAGE or event.command or event.chat.is_private:
+            return True
+        if event.migrate_to_chat_id or event.migrate_from_chat_id:
+            return True
+        if obs.chat is None or obs.chat.kind != "resident":  # the text triggers act in resident chats only
+            return False
+        svc = self.services
+        probe = Context(event, svc, obs.user, obs.chat, Translator(svc.settings.default_locale), router=self.router)
+        try:
+            return any(when(probe) for when, _ in self.router.texts)
+        except Exception:
+            return True
 
     async def _in_unit(self, item: InboxItem, observed: list[Observed], gate: _Gate | None) -> str | None:
         svc = self.services
@@ -216,8 +233,8 @@ class Dispatcher:
             session = await unit.write()
             for ctx in ctxs:
                 for msg in ctx.messages:
-                    if msg.photo_bytes is None:
-                        await enqueue_message(session, msg)
+                    if msg.photo_bytes is None:  # ref: which update it answers
+                        await enqueue_message(session, msg, ref=f"reply:{item.update_id}")
             info = dict(session.info)
             await unit.commit()
         except AlreadyHandled:
