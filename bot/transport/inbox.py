@@ -165,9 +165,11 @@ class Inbox:
                             .values(handled_at=self.clock(), attempts=InboxUpdate.attempts + 1))
 
     async def erase_user(self, session: AsyncSession, user_id: int) -> None:
-        """/forget: the person's stored updates keep their ids and nothing else."""
-        await session.execute(update(InboxUpdate).where(InboxUpdate.user_id == user_id)
-                              .values(payload=None, user_id=None))
+        """/forget: the person's stored updates (and those of their private chat) keep their ids and
+        nothing else; an unhandled one is then handled as an update with nothing in it."""
+        await session.execute(update(InboxUpdate)
+                              .where((InboxUpdate.user_id == user_id) | (InboxUpdate.chat_id == user_id))
+                              .values(payload=None, user_id=None, chat_id=None))
 
     async def export_user(self, session: AsyncSession, user_id: int) -> dict[str, Any]:
         rows = await session.scalars(select(InboxUpdate).where(InboxUpdate.user_id == user_id)
