@@ -68,8 +68,10 @@ class ServiceContext:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         unit = current_unit()
-        if unit is not None:  # sees what the update wrote so far
+        if unit is not None and unit.writing:  # sees what the update wrote so far
             yield unit.session
             return
+        # Before an update's first write its reads take a connection only while they run: a unit
+        # holds one (and, on SQLite, the writer lock) only from its first write to its commit.
         async with self.sessions() as session:
             yield session

@@ -1,7 +1,9 @@
 """One transaction per update: the handler's effects, its replies and the inbox mark commit together.
 
-While an update is handled, every `ctx.tx()` and `ctx.read()` of the handling task joins the
-update's `UpdateUnit` (a context variable says which): a `tx()` block becomes a SAVEPOINT, so a
+While an update is handled, every `ctx.tx()` of the handling task joins the update's
+`UpdateUnit` (a context variable says which), and so does every `ctx.read()` after the first
+write (reads before it use short sessions of their own, so a unit never holds a connection while
+it waits for the writer lock): a `tx()` block becomes a SAVEPOINT, so a
 refused action still rolls back only its own block, as before. The first write also marks the
 update's inbox rows handled (a conditional UPDATE: a row someone else marked already makes the
 unit "lost", and nothing of it commits). On SQLite that first write is a plain DML statement, so
