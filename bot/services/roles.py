@@ -81,6 +81,7 @@ class AdminCache:
         self._chats: dict[int, tuple[float, frozenset[int]]] = {}
         self._pending: dict[int, asyncio.Future[frozenset[int] | None]] = {}
         self._failed: dict[object, float] = {}  # chat id or (chat, user) -> monotonic time to try again
+        self.generation = 0  # bumped by forget() and note()
 
     def _fresh(self, stamp: float) -> bool:
         since = _SNAPSHOT_SINCE.get()
@@ -161,6 +162,7 @@ class AdminCache:
         return user_id in await self.admin_ids(chat_id)
 
     def forget(self, chat_id: int, user_id: int | None = None) -> None:
+        self.generation += 1  # a binding or a membership changed: read-ahead scopes are recomputed
         self._chats.pop(chat_id, None)
         self._failed.pop(chat_id, None)
         if user_id is not None:
@@ -171,6 +173,7 @@ class AdminCache:
 
     def note(self, chat_id: int, user_id: int, status: str) -> None:
         """A status Telegram just reported in an update is fresher than the cache."""
+        self.generation += 1
         self._cache[(chat_id, user_id)] = (time.monotonic(), status)
         hit = self._chats.get(chat_id)
         if hit:
@@ -179,14 +182,24 @@ class AdminCache:
 
 
 class Roles:
+    SCOPE_TTL = 60.0
+
     def __init__(self, superadmins: Iterable[int], admins: AdminCache) -> None:
         self.superadmins = frozenset(superadmins)
         self.admins = admins
+        self._scopes: dict[tuple[int, int | None], tuple[float, int, tuple[int, ...]]] = {}
 
     async def prefetch_for(self, session: AsyncSession, user_id: int, community_id: int | None) -> None:
         """Before an update's transaction opens: the admin lists its checks and alerts may need, those
         of the member chats of the chat's community and of the user's communities."""
         if self.admins._admins_lookup is None:
+            return
+        # Which chats to read ahead is itself remembered for a minute (until a binding changes):
+        # a stale answer costs only a lookup inside the transaction, never a wrong decision.
+        key = (user_id, community_id)
+        hit = self._scopes.get(key)
+        if hit is not None and hit[1] == self.admins.generation and time.monotonic() - hit[0] < self.SCOPE_TTL:
+            await self.admins.prefetch(hit[2])
             return
         mine = (
             select(Chat.community_id).join(ChatMember, ChatMember.chat_id == Chat.id)
@@ -196,9 +209,13 @@ class Roles:
         scope = Chat.community_id.in_(mine)
         if community_id is not None:
             scope = scope | (Chat.community_id == community_id)
-        chats = await session.scalars(
-            select(Chat.id).where(Chat.kind == "member", Chat.bot_status != "left", scope))
-        await self.admins.prefetch(list(chats))
+        generation = self.admins.generation
+        chats = tuple(await session.scalars(
+            select(Chat.id).where(Chat.kind == "member", Chat.bot_status != "left", scope)))
+        if len(self._scopes) > 50_000:
+            self._scopes.clear()
+        self._scopes[key] = (time.monotonic(), generation, chats)
+        await self.admins.prefetch(chats)
 
     async def member_chats(self, session: AsyncSession, community_id: int) -> list[Chat]:
         rows = await session.scalars(
