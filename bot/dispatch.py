@@ -154,6 +154,13 @@ class Dispatcher:
     # ---- one stored update: effects, replies and the inbox mark in one transaction
 
     async def handle_item(self, item: InboxItem, gate: _Gate | None = None) -> None:
+        try:
+            await self._attempts(item, gate)
+        finally:
+            if self.inbox is not None:
+                self.inbox.settled(item.update_id)
+
+    async def _attempts(self, item: InboxItem, gate: _Gate | None) -> None:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 outcome = await self._handle_item_once(item, gate)

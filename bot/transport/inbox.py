@@ -90,6 +90,8 @@ class Inbox:
         self._stopping = False
         self._http: aiohttp.ClientSession | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self._pending: set[int] = set()  # handed to the dispatcher, not yet done with
+        self.sweep_seconds = 30.0
 
     # ------------------------------------------------------------------ storing
 
@@ -116,6 +118,7 @@ class Inbox:
 
     async def hand_over(self, payloads: list[dict[str, Any]]) -> None:
         for p in sorted(payloads, key=lambda p: p["update_id"]):
+            self._pending.add(p["update_id"])
             try:
                 events = self.parse(p)
             except Exception:
@@ -143,6 +146,26 @@ class Inbox:
         if n:
             log.warning("handling %d updates stored before the last stop", n)
         return n
+
+    def settled(self, update_id: int) -> None:
+        """The dispatcher is done with it (handled, or found handled elsewhere)."""
+        self._pending.discard(update_id)
+
+    async def adopt_orphans(self, older_than: timedelta = timedelta(minutes=1)) -> int:
+        """Several instances (webhook mode): rows another instance stored and never handled (it
+        died) are taken over after a while. Handling stays once: the first to mark a row wins."""
+        cutoff = self.clock() - older_than
+        async with self.sessions() as s:
+            rows = list((await s.execute(
+                select(InboxUpdate.update_id, InboxUpdate.payload)
+                .where(InboxUpdate.handled_at.is_(None), InboxUpdate.received_at < cutoff)
+                .order_by(InboxUpdate.update_id).limit(500)
+            )).all())
+        orphans = [p if p else {"update_id": uid} for uid, p in rows if uid not in self._pending]
+        if orphans:
+            log.warning("taking over %d updates left unhandled", len(orphans))
+            await self.hand_over(orphans)
+        return len(orphans)
 
     async def backlog(self) -> int:
         async with self.sessions() as s:
@@ -182,14 +205,18 @@ class Inbox:
         self._housekeeping = asyncio.create_task(self._prune_every(every), name="inbox-prune")
 
     async def _prune_every(self, every: float) -> None:
+        last_prune = 0.0
         while True:
             try:
-                pruned = await self.prune()
-                if pruned:
-                    log.info("pruned %d handled updates", pruned)
+                if time.monotonic() - last_prune >= every:
+                    last_prune = time.monotonic()
+                    pruned = await self.prune()
+                    if pruned:
+                        log.info("pruned %d handled updates", pruned)
+                await self.adopt_orphans()
             except Exception:
-                log.exception("pruning the inbox failed")
-            await asyncio.sleep(every)
+                log.exception("inbox housekeeping failed")
+            await asyncio.sleep(self.sweep_seconds)
 
     # ------------------------------------------------------------------ polling
 

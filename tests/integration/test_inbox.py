@@ -143,3 +143,18 @@ async def test_forget_and_prune(world: World, inbox: tuple[Inbox, list[InboxItem
         await s.execute(update(InboxUpdate).where(InboxUpdate.update_id == 21).values(handled_at=utcnow()))
     assert await box.prune() == 1
     assert await count(world) == 1
+
+
+async def test_rows_another_instance_left_are_taken_over(
+    world: World, inbox: tuple[Inbox, list[InboxItem]]
+) -> None:
+    box, got = inbox
+    await box.store([message(30), message(31)])
+    async with world.ctx.tx() as s:  # 30 was stored long ago by an instance that died
+        await s.execute(update(InboxUpdate).where(InboxUpdate.update_id == 30)
+                        .values(received_at=utcnow() - timedelta(minutes=5)))
+    assert await box.adopt_orphans() == 1
+    assert [i.update_id for i in got] == [30]
+    assert await box.adopt_orphans() == 0  # in hand already: not handed over twice
+    box.settled(30)
+    assert await box.adopt_orphans() == 1
