@@ -152,11 +152,17 @@ class Settings(BaseSettings):
         parse_duration(v)
         return v
 
-    @field_validator("webhook_listen", "metrics_listen")
+    @field_validator("webhook_listen")
     @classmethod
-    def _host_port(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
+    def _webhook_listen(cls, v: str) -> str:
+        split_listen(v)
+        return v
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, v: str | None) -> str | None:
+        if not v:
+            return None  # off
         split_listen(v)
         return v
 

@@ -43,3 +43,11 @@ def test_listen_addresses() -> None:
     assert load_settings(inbox_retention="3d").inbox_retention == "3d"
     with pytest.raises(SettingsError, match="INBOX_RETENTION"):
         load_settings(inbox_retention="soon")
+
+
+def test_listen_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METRICS_LISTEN", "")
+    assert load_settings().metrics_listen is None
+    monkeypatch.setenv("WEBHOOK_LISTEN", "")
+    with pytest.raises(SettingsError, match="WEBHOOK_LISTEN"):
+        load_settings()
