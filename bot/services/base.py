@@ -53,6 +53,17 @@ class ServiceContext:
         which commits with the update's replies (and wakes the workers then)."""
         unit = current_unit()
         if unit is not None:
+            if not unit.writing:
+                # The update's first write: no SAVEPOINT needed, a failure rolls back the whole
+                # transaction (the mark included; the next write marks the update again).
+                s = await unit.write()
+                try:
+                    yield s
+                    await s.flush()
+                except BaseException:
+                    await unit.undo()
+                    raise
+                return
             s = await unit.write()
             async with s.begin_nested():
                 yield s

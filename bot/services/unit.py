@@ -96,6 +96,11 @@ class UpdateUnit:
                 raise AlreadyHandled()
         return self.session
 
+    async def undo(self) -> None:
+        """The first write block failed: back to before it (the writer lock stays held)."""
+        await self.session.rollback()
+        self.writing = False
+
     async def commit(self) -> None:
         try:
             await self.session.commit()

@@ -158,3 +158,28 @@ async def test_rows_another_instance_left_are_taken_over(
     assert await box.adopt_orphans() == 0  # in hand already: not handed over twice
     box.settled(30)
     assert await box.adopt_orphans() == 1
+
+
+async def test_a_refused_first_write_leaves_nothing_and_the_update_goes_on(
+    world: World, inbox: tuple[Inbox, list[InboxItem]]
+) -> None:
+    box, _ = inbox
+    await box.store([message(40)])
+    unit = UpdateUnit(world.ctx.sessions, [40], utcnow())
+    unit.enter()
+    try:
+        with pytest.raises(ValueError):
+            async with world.ctx.tx() as s:
+                s.add(User(id=90, first_name="甲"))
+                await s.flush()
+                raise ValueError("refused")
+        async with world.ctx.tx() as s:  # the refusal's answer, say
+            s.add(User(id=91, first_name="乙"))
+        await unit.commit()
+    finally:
+        await unit.close()
+    async with world.ctx.read() as s:
+        assert await s.get(User, 90) is None
+        assert await s.get(User, 91) is not None
+        row = await s.get(InboxUpdate, 40)
+        assert row is not None and row.handled_at is not None and row.attempts == 1
