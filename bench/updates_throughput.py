@@ -6,6 +6,10 @@ echo bot only replies. Both run in this one process, one after the other, so the
 measured side by side on the same noisy machine. Printed: updates/s for each, and the ratio
 Linli / echo (the figure this benchmark is judged by; 1.0 would mean Linli costs nothing).
 
+Linli runs as deployed, with its durable inbox: every update is stored before its offset is
+confirmed, and handled in one transaction with its reply (an outbox row), which the outbox then
+delivers. The echo bot keeps nothing.
+
     python -m bench.updates_throughput [--updates N] [--frameworks aiogram,ptb]
 """
 
@@ -122,7 +126,8 @@ async def main() -> None:
         echo = await run_echo(fw, args.updates)
         linli = await run_linli(fw, args.updates)
         rows.append((fw, linli, echo))
-    print(f"updates per second, {args.updates} updates each (Linli: /lang, a database read and write per update)")
+    print(f"updates per second, {args.updates} updates each (Linli: /lang, a database read and write per update,"
+          " with the durable inbox and replies through the outbox)")
     print(f"{'framework':<10} {'linli':>10} {'bare echo':>10} {'ratio':>7}")
     for fw, linli, echo in rows:
         print(f"{fw:<10} {linli:>10.1f} {echo:>10.1f} {linli / echo:>7.2f}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,10 +30,12 @@ from bot.services.tasks import TaskService
 from bot.storage.db import make_engine, make_session_factory, migrate
 from bot.transport.base import Transport
 from bot.transport.factory import make_transport
+from bot.transport.inbox import Inbox
+from bot.transport.listener import Listener
 from bot.transport.outbox import OutboxWorker
 from bot.transport.port import BotApi
 from bot.transport.sender import Sender, SendLimits
-from config.settings import Settings
+from config.settings import Settings, parse_duration, split_listen
 
 log = logging.getLogger("linli.app")
 
@@ -149,6 +152,20 @@ class App:
             ledger=ledger,
         )
         self.dispatcher = Dispatcher(self.services, build_router())
+        # Every update is stored before it is confirmed, and handled once (bot/transport/inbox.py).
+        self.inbox = Inbox(sessions, self.transport.events_of, self.dispatcher.on_update, clock=clock,
+                           retention=parse_duration(settings.inbox_retention))
+        self.dispatcher.inbox = self.inbox
+        ctx.personal.register("inbox", self.inbox.export_user, self.inbox.erase_user)
+        # Webhook mode's listener, which also serves /healthz and /metrics (on METRICS_LISTEN when polling).
+        self.listener: Listener | None = None
+        listen = settings.webhook_listen if settings.webhook_url else settings.metrics_listen
+        if listen:
+            host, port = split_listen(listen)
+            self.listener = Listener(
+                sessions, self.inbox, host=host, port=port, clock=clock, secret=settings.webhook_secret,
+                webhook_path=(urlsplit(settings.webhook_url).path or "/") if settings.webhook_url else None,
+            )
 
     async def start(self) -> None:
         await migrate(self.engine)
@@ -159,11 +176,25 @@ class App:
         await self.services.tasks.start()
         await self.services.consultations.start()
         await self.services.members.start()
-        await self.transport.start(self.dispatcher.on_event)
+        await self.transport.open()
+        await self.inbox.recover()  # what a crash left stored but unhandled goes first
+        self.inbox.start_housekeeping()
+        if self.listener is not None:
+            await self.listener.start()
+        st = self.settings
+        if st.webhook_url:
+            assert st.webhook_secret is not None  # the settings refuse webhook mode without it
+            self.inbox.start_webhook(st.bot_token, st.telegram_api_base, url=st.webhook_url,
+                                     secret=st.webhook_secret, max_connections=st.webhook_max_connections)
+        else:
+            self.inbox.start_polling(st.bot_token, st.telegram_api_base, timeout=st.poll_timeout)
         log.info("Linli is running on %s", self.settings.bot_framework)
 
     async def stop(self) -> None:
         # Finish what is in hand before the HTTP session closes: timers, handlers, deliveries.
+        if self.listener is not None:
+            await self.listener.stop()
+        await self.inbox.stop()  # no more updates taken; those stored are handled below or at the next start
         await self.services.jobs.stop()
         await self.dispatcher.stop()
         await self.services.tasks.stop()

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from bot import metrics
 from bot.handlers.base import Context, Router
 from bot.services.errors import ChooseCommunity, Term, UserError
 from bot.services.notify import enqueue_message, locale_of
+from bot.services.roles import begin_snapshot, end_snapshot
+from bot.services.unit import AlreadyHandled, UpdateUnit
 from bot.storage.models import Conversation
+from bot.transport.inbox import InboxItem
 from bot.transport.port import Button, CallbackAnswer, Event, EventKind, Keyboard, OutMessage
 from bot.ui.i18n import Translator
 
 if TYPE_CHECKING:
     from bot.app import Services
+    from bot.services.people import Observed
+    from bot.transport.inbox import Inbox
 
 log = logging.getLogger("linli.dispatch")
 
@@ -54,6 +61,33 @@ class Dispatcher:
         self._loose: set[asyncio.Task[None]] = set()  # parallel button presses being handled
         self._gates: dict[tuple[int, str], asyncio.Future[None]] = {}  # the latest parallel press per chat
         self.handled = 0
+        self.inbox: Inbox | None = None  # set when updates come through the durable inbox
+        self.max_attempts = 3
+
+    async def on_update(self, item: InboxItem) -> None:
+        """Called by the inbox for every stored update; returns at once. Handled in per-chat order
+        (presses of a parallel button side by side), each in one transaction (bot/services/unit.py)."""
+        if len(item.events) == 1:
+            event = item.events[0]
+            prefix = (event.callback_data or "").split(":", 1)[0] if event.kind == EventKind.CALLBACK else None
+            if prefix is not None and prefix in self.router.parallel:
+                gate_key = (event.chat.id, prefix)
+                gate = _Gate(self._gates.get(gate_key), asyncio.get_running_loop().create_future())
+                self._gates[gate_key] = gate.mine
+                gate.mine.add_done_callback(
+                    lambda f, k=gate_key: self._gates.pop(k) if self._gates.get(k) is f else None)
+                task = asyncio.create_task(self._item_one(item, gate), name=f"press-{item.update_id}")
+                self._loose.add(task)
+                task.add_done_callback(self._loose.discard)
+                return
+        self._enqueue(item.chat_id, item)
+
+    async def _item_one(self, item: InboxItem, gate: _Gate) -> None:
+        try:
+            await self.handle_item(item, gate)
+        finally:
+            gate.open()
+            self.handled += 1
 
     async def on_event(self, event: Event) -> None:
         """Called by the transport for every update; returns at once."""
@@ -69,22 +103,27 @@ class Dispatcher:
             self._loose.add(task)
             task.add_done_callback(self._loose.discard)
             return
-        key = event.chat.id
+        self._enqueue(event.chat.id, event)
+
+    def _enqueue(self, key: int, item: Event | InboxItem) -> None:
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
-        queue.put_nowait(event)
+        queue.put_nowait(item)
         if key not in self._workers:
             self._workers[key] = asyncio.create_task(self._drain(key, queue), name=f"chat-{key}")
 
-    async def _drain(self, key: int, queue: asyncio.Queue[Event]) -> None:
+    async def _drain(self, key: int, queue: asyncio.Queue[Event | InboxItem]) -> None:
         try:
             while not queue.empty():
-                event = queue.get_nowait()
+                item = queue.get_nowait()
                 try:
-                    await self.handle(event)
+                    if isinstance(item, InboxItem):
+                        await self.handle_item(item)
+                    else:
+                        await self.handle(item)
                 except Exception:
-                    log.exception("update %s in chat %s failed", event.update_id, key)
+                    log.exception("update %s in chat %s failed", item.update_id, key)
                 finally:
                     self.handled += 1
         finally:
@@ -112,11 +151,125 @@ class Dispatcher:
     async def stop(self) -> None:
         await self.idle()
 
+    # ---- one stored update: effects, replies and the inbox mark in one transaction
+
+    async def handle_item(self, item: InboxItem, gate: _Gate | None = None) -> None:
+        try:
+            await self._attempts(item, gate)
+        finally:
+            if self.inbox is not None:
+                self.inbox.settled(item.update_id)
+
+    async def _attempts(self, item: InboxItem, gate: _Gate | None) -> None:
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                outcome = await self._handle_item_once(item, gate)
+            except Exception as exc:
+                # The transaction failed (the database, not the handler): nothing of it stayed.
+                log.warning("update %s: attempt %d failed: %s", item.update_id, attempt, type(exc).__name__)
+                gate = None  # the gate was passed on the first attempt
+                if attempt < self.max_attempts:
+                    await asyncio.sleep(0.2 * 2**attempt)
+                    continue
+                metrics.UPDATES_HANDLED.labels("error").inc()
+                if self.inbox is not None:
+                    try:
+                        await self.inbox.give_up(item.update_id)
+                    except Exception:
+                        log.exception("update %s: could not be marked given up", item.update_id)
+                return
+            if outcome is not None:
+                metrics.UPDATES_HANDLED.labels(outcome).inc()
+                metrics.HANDLING_SECONDS.observe(time.monotonic() - item.received)
+            return
+
+    async def _handle_item_once(self, item: InboxItem, gate: _Gate | None) -> str | None:
+        svc = self.services
+        # Who they are is recorded first, in its own small transactions (idempotent upserts).
+        observed = [await svc.people.observe(ev) for ev in item.events]
+        snapshot = begin_snapshot()
+        try:
+            # What the transaction will need from Telegram (admin lists) is read before it opens.
+            await self._prefetch(item, observed)
+            return await self._in_unit(item, observed, gate)
+        finally:
+            end_snapshot(snapshot)
+
+    async def _prefetch(self, item: InboxItem, observed: list[Observed]) -> None:
+        ctx = self.services.ctx
+        try:
+            async with ctx.read() as s:
+                for event, obs in zip(item.events, observed, strict=True):
+                    if self._may_check_roles(event, obs):
+                        await ctx.roles.prefetch_for(s, event.user.id, obs.community.id if obs.community else None)
+        except Exception:
+            log.warning("update %s: reading admin lists ahead failed", item.update_id, exc_info=True)
+
+    def _may_check_roles(self, event: Event, obs: Observed) -> bool:
+        """Whether handling it may ask who administers a chat: not group chatter no trigger takes up."""
+        if event.user.is_bot:
+            return False
+        if event.kind != EventKind.MESSAGE or event.command or event.chat.is_private:
+            return True
+        if event.migrate_to_chat_id or event.migrate_from_chat_id:
+            return True
+        if obs.chat is None or obs.chat.kind != "resident":  # the text triggers act in resident chats only
+            return False
+        svc = self.services
+        probe = Context(event, svc, obs.user, obs.chat, Translator(svc.settings.default_locale), router=self.router)
+        try:
+            return any(when(probe) for when, _ in self.router.texts)
+        except Exception:
+            return True
+
+    async def _in_unit(self, item: InboxItem, observed: list[Observed], gate: _Gate | None) -> str | None:
+        svc = self.services
+        unit = UpdateUnit(svc.ctx.sessions, [item.update_id], svc.ctx.clock())
+        unit.enter()
+        ctxs: list[Context] = []
+        outcome = "ok"
+        try:
+            for event, obs in zip(item.events, observed, strict=True):
+                ctx = await self.handle(event, gate, observed=obs, unit=unit)
+                if ctx.failed:
+                    outcome = "error"
+                elif ctx.refused and outcome == "ok":
+                    outcome = "user_error"
+                ctxs.append(ctx)
+                gate = None
+            session = await unit.write()
+            for ctx in ctxs:
+                for msg in ctx.messages:
+                    if msg.photo_bytes is None:  # ref: which update it answers
+                        await enqueue_message(session, msg, ref=f"reply:{item.update_id}")
+            info = dict(session.info)
+            await unit.commit()
+        except AlreadyHandled:
+            await unit.rollback()
+            log.info("update %s was handled already", item.update_id)
+            return None
+        except BaseException:
+            await unit.rollback()
+            raise
+        finally:
+            await unit.close()
+        if info.pop("outbox", False):
+            svc.ctx.wake_outbox()
+        if info.pop("jobs", False):
+            svc.ctx.wake_jobs()
+        for ctx in ctxs:  # what is not stored: the button's answer, a generated picture
+            self._flush(ctx, direct_only=True)
+        return outcome
+
     # ---- one event
 
-    async def handle(self, event: Event, gate: _Gate | None = None) -> None:
+    async def handle(
+        self, event: Event, gate: _Gate | None = None, *, observed: Observed | None = None,
+        unit: UpdateUnit | None = None,
+    ) -> Context:
         svc = self.services
-        observed = await svc.people.observe(event)
+        if observed is None:
+            observed = await svc.people.observe(event)
         locale = locale_of(observed.user, observed.community, svc.settings.default_locale)
         ctx = Context(event, svc, observed.user, observed.chat, Translator(locale), router=self.router)
         try:
@@ -125,12 +278,17 @@ class Dispatcher:
             else:
                 await gate.turn()
                 routed = asyncio.ensure_future(self._route(ctx))
+                if unit is not None:
+                    unit.adopt(routed)  # type: ignore[arg-type]
                 gate.open()  # the next press's handler starts after this one's first step
                 await routed
         except ChooseCommunity as exc:
             ctx.reply(ctx.t("err_choose_community"), await self._choice_keyboard(ctx, exc.options))
             ctx.answer()
+        except AlreadyHandled:
+            raise
         except UserError as exc:
+            ctx.refused = True
             params = {k: ctx.t(v) if isinstance(v, Term) else v for k, v in exc.params.items()}
             text = ctx.t(exc.key, **params)
             if event.kind == EventKind.CALLBACK:
@@ -141,12 +299,17 @@ class Dispatcher:
             # Ids and the error only: the event holds what was typed and who typed it.
             log.exception("handler failed for update %s (%s) in chat %s", event.update_id, event.kind.value,
                           event.chat.id)
+            ctx.failed = True
             ctx.messages.clear()
             if event.kind == EventKind.CALLBACK:
                 ctx.answer(str(ctx.t("err_internal")), alert=True)
             elif event.kind == EventKind.MESSAGE and (event.command or event.chat.is_private):
                 ctx.reply(ctx.t("err_internal"))
-        self._flush(ctx)
+        if unit is not None and unit.lost:
+            raise AlreadyHandled()
+        if unit is None:
+            self._flush(ctx)
+        return ctx
 
     async def _choice_keyboard(self, ctx: Context, options: list[tuple[int, str]]) -> Keyboard:
         """Buttons that re-run the same command for the chosen community: "pick:<community>:<command>".
@@ -208,14 +371,15 @@ class Dispatcher:
                 )
             )
 
-    def _flush(self, ctx: Context) -> None:
+    def _flush(self, ctx: Context, *, direct_only: bool = False) -> None:
         event = ctx.event
         answer = ctx.callback_answer
         if event.kind == EventKind.CALLBACK and answer is None and event.callback_id:
             answer = CallbackAnswer(event.callback_id)  # stop the spinner even when nothing to say
-        if not ctx.messages and answer is None:
+        messages = [m for m in ctx.messages if m.photo_bytes is not None] if direct_only else list(ctx.messages)
+        if not messages and answer is None:
             return
-        task = asyncio.create_task(self._send(list(ctx.messages), answer))
+        task = asyncio.create_task(self._send(messages, answer))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 

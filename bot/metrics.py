@@ -36,6 +36,8 @@ RESENDS = Counter(
 INBOX_BACKLOG = Gauge("linli_inbox_backlog", "Stored updates not yet handled", registry=REGISTRY)
 OUTBOX_BACKLOG = Gauge("linli_outbox_backlog", "Outbox rows pending or in flight", registry=REGISTRY)
 JOBS_DUE = Gauge("linli_jobs_due", "Timers due and not yet run", registry=REGISTRY)
+JOBS_LATE_SECONDS = Gauge("linli_jobs_late_seconds", "How long the oldest due timer has been waiting to run",
+                          registry=REGISTRY)
 JOB_LATENESS = Histogram(
     "linli_job_lateness_seconds", "How late a timer ran after its due time", registry=REGISTRY,
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),

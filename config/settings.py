@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     pledge_points: int = Field(default=5, ge=0, le=1000)
     evaluation_points: int = Field(default=5, ge=0, le=1000)
     evaluation_publicity_days: int = Field(default=7, ge=1, le=365)
+    # The durable inbox: how long handled updates are kept (then pruned).
+    inbox_retention: str = "7d"
+    # Webhook mode (polling is the default): the public URL Telegram calls, the secret it must send
+    # (X-Telegram-Bot-Api-Secret-Token; required, at least 32 characters of A-Z a-z 0-9 _ -), where
+    # the listener listens, and how many connections Telegram may open at once.
+    webhook_url: str | None = None
+    webhook_secret: str | None = Field(default=None, repr=False)
+    webhook_listen: str = "127.0.0.1:8081"
+    webhook_max_connections: int = Field(default=40, ge=1, le=100)
+    # /healthz and /metrics in polling mode (in webhook mode they are on the webhook listener).
+    metrics_listen: str | None = None
 
     @field_validator("superadmins", mode="before")
     @classmethod
@@ -164,6 +175,45 @@ class Settings(BaseSettings):
         parse_duration(v)
         return v
 
+    @field_validator("webhook_listen")
+    @classmethod
+    def _webhook_listen(cls, v: str) -> str:
+        split_listen(v)
+        return v
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, v: str | None) -> str | None:
+        if not v:
+            return None  # off
+        split_listen(v)
+        return v
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("WEBHOOK_URL must be the public https:// URL Telegram calls")
+        return v
+
+    @model_validator(mode="after")
+    def _webhook_secret(self) -> Settings:
+        if self.webhook_url:
+            secret = self.webhook_secret or ""
+            if len(secret) < 32:
+                raise ValueError("webhook mode (WEBHOOK_URL) needs WEBHOOK_SECRET of at least 32 characters")
+            if len(secret) > 256 or not all(c.isascii() and (c.isalnum() or c in "_-") for c in secret):
+                raise ValueError("WEBHOOK_SECRET may hold only A-Z, a-z, 0-9, _ and - (at most 256 characters)")
+        return self
+
+    @field_validator("inbox_retention")
+    @classmethod
+    def _inbox_retention(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
     @field_validator("task_remind_before")
     @classmethod
     def _offsets(cls, v: str) -> str:
@@ -201,6 +251,14 @@ def parse_duration(text: str) -> Any:
     if amount <= 0:
         raise ValueError(f"duration must be positive: {text!r}")
     return timedelta(**{units[text[-1]]: amount})
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """'127.0.0.1:8081' -> ('127.0.0.1', 8081); '[::1]:8081' for IPv6."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"bad address {text!r}; e.g. 127.0.0.1:8081")
+    return host.strip("[]"), int(port)
 
 
 def parse_durations(text: str) -> list[Any]:

@@ -33,6 +33,8 @@ class Context:
     match: re.Match[str] | None = None  # for pattern commands like /view_12
     chosen_community: int | None = None  # picked from the "which community?" buttons
     router: Router | None = None  # the whole router, for handlers that re-dispatch (/start payload, picker)
+    refused: bool = False  # the handler answered with a UserError (metrics)
+    failed: bool = False  # the handler raised (metrics)
 
     @property
     def locale(self) -> str:

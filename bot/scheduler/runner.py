@@ -23,12 +23,13 @@ import heapq
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.services.clock import Clock, system_clock
 from bot.storage.db import writing
 from bot.storage.models import Job
@@ -40,6 +41,14 @@ JobHandler = Callable[[AsyncSession, Job], Awaitable[str | None]]
 BatchHandler = Callable[[AsyncSession, list[Job]], Awaitable[dict[int, str | None]]]
 MAX_ATTEMPTS = 5
 MAX_SLEEP = 1.0  # the timer looks at the clock at least this often (a test or the sandbox may move it)
+
+
+def observe_lateness(jobs: Iterable[Job], now: datetime) -> None:
+    """How late each claimed timer runs after its due time (the linli_job_lateness_seconds histogram)."""
+    aware_now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    for job in jobs:
+        due = job.due_at if job.due_at.tzinfo else job.due_at.replace(tzinfo=UTC)
+        metrics.JOB_LATENESS.observe(max(0.0, (aware_now - due).total_seconds()))
 
 
 async def add_job(session: AsyncSession, kind: str, ref_id: int, due_at: datetime, guard: str = "", *,
@@ -210,6 +219,7 @@ class JobRunner:
                     jobs = sorted(await self._claim(session, ids, now), key=lambda j: (j.due_at, j.id))
                     if not jobs:
                         return {}
+                    observe_lateness(jobs, now)
                     results = await self._run(session, jobs)
                     stored: dict[str, list[int]] = defaultdict(list)
                     for jid, result in results.items():

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from bot.services.clock import Clock, system_clock
 from bot.services.personal import PersonalData
 from bot.services.roles import Roles
+from bot.services.unit import current_unit
 from bot.storage.db import writing
 from bot.storage.models import Job, Outbox
 from config.settings import Settings
@@ -46,7 +47,27 @@ class ServiceContext:
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit on success, roll back on any error, then wake the workers."""
+        """One unit of work: commit on success, roll back on any error, then wake the workers.
+
+        Inside an update's unit (bot/services/unit.py) it is a SAVEPOINT of the update's transaction,
+        which commits with the update's replies (and wakes the workers then)."""
+        unit = current_unit()
+        if unit is not None:
+            if not unit.writing:
+                # The update's first write: no SAVEPOINT needed, a failure rolls back the whole
+                # transaction (the mark included; the next write marks the update again).
+                s = await unit.write()
+                try:
+                    yield s
+                    await s.flush()
+                except BaseException:
+                    await unit.undo()
+                    raise
+                return
+            s = await unit.write()
+            async with s.begin_nested():
+                yield s
+            return
         async with writing(self.sessions) as session:
             yield session
         # Committed: now the workers can see what it queued.
@@ -57,5 +78,11 @@ class ServiceContext:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
+        unit = current_unit()
+        if unit is not None and unit.writing:  # sees what the update wrote so far
+            yield unit.session
+            return
+        # Before an update's first write its reads take a connection only while they run: a unit
+        # holds one (and, on SQLite, the writer lock) only from its first write to its commit.
         async with self.sessions() as session:
             yield session

@@ -104,7 +104,8 @@ async def enqueue_message(
         dedup_key=dedup_key, pin=msg.pin, document_id=msg.document_id, fold=msg.fold,
         coalesce_key=msg.coalesce_key,
     )
-    if row is not None:
+    if row is not None and (msg.edit_message_id is not None or msg.document is not None):
+        # (Only when there is something to add: a plain reply costs no second statement.)
         row.edit_message_id = msg.edit_message_id
         if msg.document is not None:
             row.document_name, row.document = msg.document.filename, msg.document.data

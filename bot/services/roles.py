@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -18,6 +19,21 @@ log = logging.getLogger("linli.roles")
 
 ADMIN = frozenset({"creator", "administrator"})
 PRESENT = frozenset({"creator", "administrator", "member", "restricted"})
+
+# While an update is handled: when its lookups were read ahead (AdminCache.prefetch). What was read
+# then counts as fresh for the rest of the update, whatever the TTL: the update's transaction reads
+# Telegram's answers from here instead of asking while it holds the database.
+_SNAPSHOT_SINCE: ContextVar[float | None] = ContextVar("linli_admin_snapshot", default=None)
+
+
+def begin_snapshot() -> object:
+    """Mark the start of an update's lookups; returns a token for end_snapshot."""
+    return _SNAPSHOT_SINCE.set(time.monotonic())
+
+
+def end_snapshot(token: object) -> None:
+    _SNAPSHOT_SINCE.reset(token)  # type: ignore[arg-type]
+
 
 StatusLookup = Callable[[int, int], Awaitable[str]]
 AdminsLookup = Callable[[int], Awaitable[Iterable[int]]]
@@ -53,6 +69,9 @@ class AdminCache:
     """
 
     LOOKUP_TIMEOUT = 5.0
+    # A lookup that failed (timed out, refused) is not tried again for this long: each later check
+    # would otherwise wait its full timeout again.
+    FAILURE_TTL = 30.0
 
     def __init__(self, lookup: StatusLookup, ttl: float, admins: AdminsLookup | None = None) -> None:
         self._lookup = lookup
@@ -61,19 +80,45 @@ class AdminCache:
         self._cache: dict[tuple[int, int], tuple[float, str]] = {}
         self._chats: dict[int, tuple[float, frozenset[int]]] = {}
         self._pending: dict[int, asyncio.Future[frozenset[int] | None]] = {}
+        self._failed: dict[object, float] = {}  # chat id or (chat, user) -> monotonic time to try again
+        self.generation = 0  # bumped by forget() and note()
 
     def _fresh(self, stamp: float) -> bool:
-        return time.monotonic() - stamp < self._ttl
+        since = _SNAPSHOT_SINCE.get()
+        return time.monotonic() - stamp < self._ttl or (since is not None and stamp >= since)
+
+    def _failing(self, key: object) -> bool:
+        until = self._failed.get(key)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._failed[key]
+        return False
+
+    def _fail(self, key: object) -> None:
+        if len(self._failed) > 10_000:
+            self._failed.clear()
+        self._failed[key] = time.monotonic() + self.FAILURE_TTL
+
+    async def prefetch(self, chat_ids: Iterable[int]) -> None:
+        """Read the admin lists of these chats now (side by side), before a transaction needs them."""
+        wanted = [c for c in dict.fromkeys(chat_ids) if self._admins_lookup is not None]
+        if wanted:
+            await asyncio.gather(*(self.admin_ids(c) for c in wanted))
 
     async def status(self, chat_id: int, user_id: int) -> str:
         key = (chat_id, user_id)
         hit = self._cache.get(key)
         if hit and self._fresh(hit[0]):
             return hit[1]
+        if self._failing(key):
+            return hit[1] if hit else "unknown"
         try:
             status = await asyncio.wait_for(self._lookup(chat_id, user_id), self.LOOKUP_TIMEOUT)
         except Exception as exc:  # Telegram unreachable or slow, or the bot not in the chat: not an admin
             log.warning("getChatMember %s/%s failed: %r", chat_id, user_id, exc)
+            self._fail(key)
             return hit[1] if hit else "unknown"
         if len(self._cache) > 50_000:
             self._cache.clear()
@@ -85,7 +130,7 @@ class AdminCache:
         hit = self._chats.get(chat_id)
         if hit and self._fresh(hit[0]):
             return hit[1]
-        if self._admins_lookup is None:
+        if self._admins_lookup is None or self._failing(chat_id):
             return hit[1] if hit else frozenset()
         # Callers asking at once share one Telegram call.
         pending = self._pending.get(chat_id)
@@ -103,6 +148,7 @@ class AdminCache:
             ids = frozenset(await asyncio.wait_for(self._admins_lookup(chat_id), self.LOOKUP_TIMEOUT))
         except Exception as exc:
             log.warning("getChatAdministrators %s failed: %r", chat_id, exc)
+            self._fail(chat_id)
             return None
         if len(self._chats) > 10_000:
             self._chats.clear()
@@ -116,7 +162,9 @@ class AdminCache:
         return user_id in await self.admin_ids(chat_id)
 
     def forget(self, chat_id: int, user_id: int | None = None) -> None:
+        self.generation += 1  # a binding or a membership changed: read-ahead scopes are recomputed
         self._chats.pop(chat_id, None)
+        self._failed.pop(chat_id, None)
         if user_id is not None:
             self._cache.pop((chat_id, user_id), None)
         else:
@@ -125,6 +173,7 @@ class AdminCache:
 
     def note(self, chat_id: int, user_id: int, status: str) -> None:
         """A status Telegram just reported in an update is fresher than the cache."""
+        self.generation += 1
         self._cache[(chat_id, user_id)] = (time.monotonic(), status)
         hit = self._chats.get(chat_id)
         if hit:
@@ -133,9 +182,40 @@ class AdminCache:
 
 
 class Roles:
+    SCOPE_TTL = 60.0
+
     def __init__(self, superadmins: Iterable[int], admins: AdminCache) -> None:
         self.superadmins = frozenset(superadmins)
         self.admins = admins
+        self._scopes: dict[tuple[int, int | None], tuple[float, int, tuple[int, ...]]] = {}
+
+    async def prefetch_for(self, session: AsyncSession, user_id: int, community_id: int | None) -> None:
+        """Before an update's transaction opens: the admin lists its checks and alerts may need, those
+        of the member chats of the chat's community and of the user's communities."""
+        if self.admins._admins_lookup is None:
+            return
+        # Which chats to read ahead is itself remembered for a minute (until a binding changes):
+        # a stale answer costs only a lookup inside the transaction, never a wrong decision.
+        key = (user_id, community_id)
+        hit = self._scopes.get(key)
+        if hit is not None and hit[1] == self.admins.generation and time.monotonic() - hit[0] < self.SCOPE_TTL:
+            await self.admins.prefetch(hit[2])
+            return
+        mine = (
+            select(Chat.community_id).join(ChatMember, ChatMember.chat_id == Chat.id)
+            .where(ChatMember.user_id == user_id, Chat.community_id.is_not(None))
+            .union(select(Secretary.community_id).where(Secretary.user_id == user_id))
+        )
+        scope = Chat.community_id.in_(mine)
+        if community_id is not None:
+            scope = scope | (Chat.community_id == community_id)
+        generation = self.admins.generation
+        chats = tuple(await session.scalars(
+            select(Chat.id).where(Chat.kind == "member", Chat.bot_status != "left", scope)))
+        if len(self._scopes) > 50_000:
+            self._scopes.clear()
+        self._scopes[key] = (time.monotonic(), generation, chats)
+        await self.admins.prefetch(chats)
 
     async def member_chats(self, session: AsyncSession, community_id: int) -> list[Chat]:
         rows = await session.scalars(

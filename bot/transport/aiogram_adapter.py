@@ -24,6 +24,7 @@ from aiogram.types import (
     LinkPreviewOptions,
     Message,
     ReplyParameters,
+    Update,
 )
 
 from bot.transport.base import EventSink, Transport
@@ -262,6 +263,29 @@ class AiogramTransport(Transport):
             ),
             name="aiogram-polling",
         )
+
+    async def open(self) -> None:
+        """Learn who the bot is; updates come through the inbox (bot/transport/inbox.py)."""
+        self.bot_user = await self.api.get_me()
+
+    def events_of(self, payload: dict[str, Any]) -> list[Event]:
+        """A stored update (Telegram's JSON) as Events, read by aiogram's types."""
+        upd = Update.model_validate(payload, context={"bot": self.bot})
+        me = self.bot_user.username if self.bot_user else None
+        if upd.message is not None:
+            return message_events(upd.message, upd.update_id, me)
+        if upd.callback_query is not None:
+            event = callback_event(upd.callback_query, upd.update_id)
+            if event is None:  # a button on an inline-mode message: not ours, but stop its spinner
+                self._spin_down(upd.callback_query.id)
+                return []
+            return [event]
+        changed = upd.my_chat_member or upd.chat_member
+        return [member_event(changed, upd.update_id)] if changed is not None else []
+
+    def _spin_down(self, callback_id: str) -> None:
+        task = asyncio.ensure_future(self.api.answer_callback(CallbackAnswer(callback_id)))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def stop(self) -> None:
         if self._polling is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot.transport.port import BotApi, Event, User
 
@@ -37,6 +38,14 @@ class Transport(ABC):
     @abstractmethod
     async def start(self, on_event: EventSink) -> None:
         """Learn who the bot is, then poll in the background, passing every update to `on_event`."""
+
+    async def open(self) -> None:
+        """Learn who the bot is, without polling: updates then come through the inbox."""
+        raise NotImplementedError
+
+    def events_of(self, payload: dict[str, Any]) -> list[Event]:
+        """A stored update (the JSON Telegram sent) as Events, read by the framework's types."""
+        raise NotImplementedError
 
     @abstractmethod
     async def stop(self) -> None:

@@ -288,6 +288,29 @@ class PtbTransport(Transport):
             )
         await self.app.start()
 
+    async def open(self) -> None:
+        """Learn who the bot is; updates come through the inbox (bot/transport/inbox.py)."""
+        async with _mapped_errors():
+            await self.app.initialize()  # calls getMe
+        self.bot_user = to_user(self.app.bot.bot)
+
+    def events_of(self, payload: dict[str, Any]) -> list[Event]:
+        """A stored update (Telegram's JSON) as Events, read by PTB's types."""
+        upd = Update.de_json(payload, self.app.bot)
+        uid = upd.update_id
+        if upd.message is not None:
+            me = self.bot_user.username if self.bot_user else None
+            return message_events(upd.message, uid, me)
+        if upd.callback_query is not None:
+            event = callback_event(upd.callback_query, uid)
+            if event is None:  # a button on an inline-mode message: not ours, but stop its spinner
+                task = asyncio.ensure_future(self.api.answer_callback(CallbackAnswer(upd.callback_query.id)))
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+                return []
+            return [event]
+        changed = upd.my_chat_member or upd.chat_member
+        return [member_event(changed, uid)] if changed is not None else []
+
     async def stop(self) -> None:
         # Each step only if its start got that far, so a half-failed start still cleans up.
         updater = self.app.updater

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from bot.domain.demands import excerpt
 from bot.storage.models import Conversation, Counter, Demand, DemandEvent, Outbox
@@ -43,7 +43,9 @@ async def snapshot(bot: BotUnderTest) -> Snapshot:
             for d in rows
         )
         events = await s.scalar(select(func.count()).select_from(DemandEvent)) or 0
-        outbox = await s.scalar(select(func.count()).select_from(Outbox)) or 0
+        # Notifications, not the answers to the commands themselves (outbox rows "reply:<update>").
+        outbox = await s.scalar(select(func.count()).select_from(Outbox).where(
+            or_(Outbox.ref.is_(None), Outbox.ref.not_like("reply:%")))) or 0
         counters = tuple(
             tuple(r) for r in await s.execute(select(Counter.community_id, Counter.kind, Counter.value))
         )

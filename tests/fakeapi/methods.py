@@ -59,6 +59,7 @@ class BotMethods(World):
         super().__init__(token, privacy_mode=privacy_mode)
         self.commands: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.webhook_url = ""
+        self.webhook_params: dict[str, Any] = {}
         self.pinned: dict[int, list[int]] = {}
         self.handlers: dict[str, Handler] = {
             "getMe": self._get_me,
@@ -362,6 +363,10 @@ class BotMethods(World):
 
     async def _set_webhook(self, c: Checked) -> Any:
         self.webhook_url = c.params["url"]
+        self.webhook_params = dict(c.params)  # secret_token, allowed_updates, max_connections ...
+        if "allowed_updates" in c.params:
+            self.allowed_updates = list(c.params["allowed_updates"])
+        self._wake()  # the pusher (server.py) starts delivering
         return True
 
     async def _delete_webhook(self, c: Checked) -> Any:

@@ -13,6 +13,7 @@ Errors are answered as Telegram does: HTTP status == error_code.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import socket
 import time
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from tests.fakeapi.methods import BotMethods, SentRecord
@@ -112,6 +114,15 @@ class FakeTelegram(BotMethods):
         # Seconds a send* call waits, after it was carried out, before it is answered (a slow
         # network): widens the window in which a crash leaves a delivered message unmarked.
         self.answer_delay = 0.0
+        # While set, send* calls wait before they are carried out; one whose caller went away
+        # meanwhile (a killed bot) is never carried out.
+        self.hold_sends = False
+        self.stall: dict[str, float] = {}  # method -> seconds it takes to answer (a hanging Telegram)
+        # Webhook mode: updates are pushed to webhook_url one at a time, in order, with the secret
+        # the bot set; one not answered 200 is pushed again (as Telegram retries).
+        self.pushes: list[tuple[int, int | None]] = []  # (update_id, HTTP status or None) per push
+        self.push_paused = False
+        self._pusher: asyncio.Task[None] | None = None
         self.base_url = ""
         self.port = 0
         self.max_delivered = 0  # highest update_id handed to a live getUpdates
@@ -140,11 +151,16 @@ class FakeTelegram(BotMethods):
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock).start()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self._pusher = asyncio.create_task(self._push_loop(), name="fake-webhook-pusher")
         return self
 
     async def stop(self) -> None:
         self._closing = True
         self._wake()  # long polls return at once
+        if self._pusher is not None:
+            self._pusher.cancel()
+            await asyncio.gather(self._pusher, return_exceptions=True)
+            self._pusher = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -256,6 +272,19 @@ class FakeTelegram(BotMethods):
             return self._error(e)
         if name == "getUpdates":
             return await self._get_updates(request, checked)
+        if name in self.stall:
+            until = time.monotonic() + self.stall[name]
+            while time.monotonic() < until and not _gone(request) and not self._closing:
+                await asyncio.sleep(0.02)
+            if _gone(request) or self._closing:
+                self.failed_calls.append(FailedCall(name, raw, None, "caller gone while stalled"))
+                return web.Response(status=503)
+        if self.hold_sends and name.startswith("send"):
+            while self.hold_sends and not _gone(request) and not self._closing:
+                await asyncio.sleep(0.01)
+            if _gone(request) or self._closing:
+                self.failed_calls.append(FailedCall(name, raw, None, "caller gone while held"))
+                return web.Response(status=503)
         if self.enforce_limits and (wait := self._throttle(checked)):
             err = ApiError(429, f"Too Many Requests: retry after {wait}", retry_after=wait)
             self.throttled.append(FailedCall(name, checked.params, 429, err.description))
@@ -367,6 +396,48 @@ class FakeTelegram(BotMethods):
                 self.dropped_updates.append(u)
         self.updates[:] = keep
         return keep[:limit]
+
+    # ------------------------------------------------------------------ webhook
+
+    async def post_webhook(self, body: Any, secret: str | None, *, raw: bytes | None = None,
+                           url: str | None = None) -> int:
+        """POST to the bot's webhook as Telegram would (or a forger): returns the HTTP status."""
+        headers = {"Content-Type": "application/json"}
+        if secret is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+        data = raw if raw is not None else json.dumps(body).encode()
+        async with aiohttp.ClientSession() as session, session.post(
+            url or self.webhook_url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+        ) as resp:
+            await resp.read()
+            return resp.status
+
+    async def _push_loop(self) -> None:
+        while not self._closing:
+            waiter = self._update_event
+            # Only to this machine: a test never makes the fake reach out to the internet.
+            local = self.webhook_url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
+            if self.webhook_url and local and not self.push_paused:
+                batch = self._deliverable(1)
+                if batch:
+                    update = batch[0]
+                    try:
+                        status: int | None = await self.post_webhook(
+                            update, self.webhook_params.get("secret_token"))
+                    except (aiohttp.ClientError, TimeoutError):
+                        status = None
+                    self.pushes.append((update["update_id"], status))
+                    if status == 200:
+                        self.updates[:] = [u for u in self.updates if u["update_id"] != update["update_id"]]
+                        self.max_delivered = max(self.max_delivered, update["update_id"])
+                        self._last_activity = time.monotonic()
+                        continue
+                    await asyncio.sleep(0.2)  # Telegram retries later
+                    continue
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout=0.2)
+            except TimeoutError:
+                pass
 
     # ------------------------------------------------------------------ rate limits
 

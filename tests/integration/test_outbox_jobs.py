@@ -803,3 +803,21 @@ async def test_a_failed_job_is_armed_again_for_its_retry(engine: AsyncEngine) ->
         assert retry.attempts == 1 and retry.due_at == clock() + timedelta(seconds=10)
     finally:
         await runner.stop()
+
+
+async def test_a_late_timer_is_counted_in_the_lateness_histogram(engine: AsyncEngine) -> None:
+    from bot import metrics
+
+    def observed() -> tuple[float, float]:
+        samples = {s.name: s.value for m in metrics.JOB_LATENESS.collect() for s in m.samples}
+        return samples["linli_job_lateness_seconds_count"], samples["linli_job_lateness_seconds_sum"]
+
+    sessions = make_session_factory(engine)
+    clock = ManualClock(datetime.now(UTC))
+    job_id = await new_job(sessions, clock() - timedelta(seconds=7))
+    runner = JobRunner(sessions, clock=clock)
+    runner.register("remind", Counter())
+    count, total = observed()
+    assert await runner.fire(job_id) == "ok"
+    count2, total2 = observed()
+    assert count2 == count + 1 and total2 - total == pytest.approx(7.0, abs=0.5)

@@ -27,6 +27,7 @@ from bot.storage.models.core import (
 )
 from bot.storage.models.demands import Demand, DemandEvent, DemandFollower, DemandPost
 from bot.storage.models.grids import Grid, ResidentBuilding, Street, StreetCommunity, StreetOfficer
+from bot.storage.models.inbox import InboxUpdate
 from bot.storage.models.ledger import DigestOptOut
 from bot.storage.models.meetings import Meeting, MeetingAttendee
 from bot.storage.models.members import (
@@ -70,6 +71,7 @@ __all__ = [
     "StreetCommunity",
     "StreetOfficer",
     "DigestOptOut",
+    "InboxUpdate",
     "Job",
     "Notice",
     "NoticeAck",
