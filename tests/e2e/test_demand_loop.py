@@ -161,8 +161,9 @@ async def test_private_form_keeps_privacy(tg: FakeTelegram, bot: BotUnderTest) -
     await bot.restart()
     tg.click(res_user, rec.message, "跳过")
     rec = await tg.wait_text(res_user["id"], "照片")
+    since = tg.mark()  # the welcome's command list may say 公开 too
     tg.send(res_user, chat, photo=True)
-    rec = await tg.wait_text(res_user["id"], "公开")
+    rec = await tg.wait_text(res_user["id"], "公开", since=since)
     tg.click(res_user, rec.message, "不公开")
     rec = await tg.wait_text(res_user["id"], "请确认")
     since = tg.mark()
