@@ -19,7 +19,7 @@ import re
 import time
 from typing import Any, TypeVar
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event, exc, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import make_transient_to_detached
 
@@ -171,7 +171,13 @@ class PeopleCache:
             self.drop(dirty)
 
     def _on_rollback(self, conn: Any) -> None:
-        conn.info.pop(_DIRTY, None)
+        # A connection whose transaction is already invalid raises on `.info`; raising here would
+        # break the rollback itself. What it wrote is undone anyway; a mark left behind only drops
+        # rows from memory at that connection's next commit (too many, never too few).
+        try:
+            conn.info.pop(_DIRTY, None)
+        except exc.SQLAlchemyError:
+            pass
 
     def _on_checkin(self, _dbapi_conn: Any, record: Any) -> None:
         committed = record.info.pop(_COMMITTED, None) if record is not None else None
