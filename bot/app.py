@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.dispatch import Dispatcher
 from bot.handlers import build_router
@@ -31,10 +31,12 @@ from bot.storage.db import make_engine, make_session_factory, migrate
 from bot.transport.base import Transport
 from bot.transport.factory import make_transport
 from bot.transport.inbox import Inbox
+from bot.transport.limits import RateLimiter
 from bot.transport.listener import Listener
 from bot.transport.outbox import OutboxWorker
 from bot.transport.port import BotApi
 from bot.transport.sender import Sender, SendLimits
+from bot.transport.shared_limits import SharedLimiter
 from config.settings import Settings, parse_duration, split_listen
 
 log = logging.getLogger("linli.app")
@@ -76,6 +78,13 @@ def send_limits(settings: Settings) -> SendLimits:
     )
 
 
+def send_limiter(settings: Settings, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]) -> RateLimiter | None:
+    """The send windows in the database when instances may share it (PostgreSQL), else in process."""
+    shared = settings.send_limiter == "database" or (
+        settings.send_limiter == "auto" and engine.dialect.name == "postgresql")
+    return SharedLimiter(sessions, stale=settings.send_slot_stale_seconds) if shared else None
+
+
 class App:
     """The running bot. `start()` migrates, arms timers, begins delivery and polling."""
 
@@ -94,7 +103,7 @@ class App:
             settings.bot_framework, settings.bot_token, settings.telegram_api_base, poll_timeout=settings.poll_timeout
         )
         sessions = make_session_factory(self.engine)
-        sender = Sender(self.transport.api, send_limits(settings))
+        sender = Sender(self.transport.api, send_limits(settings), limiter=send_limiter(settings, self.engine, sessions))
         api = self.transport.api
         roles = Roles(
             settings.superadmins,
@@ -202,6 +211,8 @@ class App:
         await self.services.members.stop()
         await self.services.outbox.stop()
         await self.services.sender.close()
+        if isinstance(self.services.sender.limiter, SharedLimiter):
+            await self.services.sender.limiter.close()  # the last answers logged
         await self.transport.stop()
         if self._own_engine:
             await self.engine.dispose()

@@ -96,6 +96,16 @@ class Settings(BaseSettings):
     webhook_max_connections: int = Field(default=40, ge=1, le=100)
     # /healthz and /metrics in polling mode (in webhook mode they are on the webhook listener).
     metrics_listen: str | None = None
+    # Several instances on one PostgreSQL (docs/instances.md). Telegram's limits are per bot, not per
+    # instance: "auto" keeps the send windows in the database on PostgreSQL (every instance sharing
+    # it counts in them) and in this process on SQLite; "local" keeps them in this process anyway
+    # (one instance on PostgreSQL); "database" insists on the shared ones (PostgreSQL only).
+    send_limiter: Literal["auto", "local", "database"] = "auto"
+    # A place in a shared send window whose holder vanished (kill -9) stops counting after this long.
+    send_slot_stale_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Per-chat order across instances: how long an update waits for an earlier one of its chat that
+    # another instance holds before this instance handles that one itself (its holder is presumed dead).
+    chat_order_wait_seconds: float = Field(default=15.0, gt=0, le=600)
 
     @field_validator("superadmins", mode="before")
     @classmethod
@@ -207,6 +217,17 @@ class Settings(BaseSettings):
             if len(secret) > 256 or not all(c.isascii() and (c.isalnum() or c in "_-") for c in secret):
                 raise ValueError("WEBHOOK_SECRET may hold only A-Z, a-z, 0-9, _ and - (at most 256 characters)")
         return self
+
+    @model_validator(mode="after")
+    def _shared_limits(self) -> Settings:
+        if self.send_limiter == "database" and not self.database_url.startswith("postgresql"):
+            raise ValueError("SEND_LIMITER=database needs PostgreSQL (DATABASE_URL); use auto or local")
+        return self
+
+    @property
+    def shared_database(self) -> bool:
+        """PostgreSQL: several instances may share it, so what they must agree on lives there."""
+        return self.database_url.startswith("postgresql")
 
     @field_validator("inbox_retention")
     @classmethod

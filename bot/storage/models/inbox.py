@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Index
+from sqlalchemy import JSON, BigInteger, Index, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.storage.models.base import Base, utcnow
@@ -19,7 +19,12 @@ class InboxUpdate(Base):
     at the next start. Handled rows are pruned after INBOX_RETENTION."""
 
     __tablename__ = "inbox"
-    __table_args__ = (Index("ix_inbox_handled_at", "handled_at"),)
+    __table_args__ = (
+        Index("ix_inbox_handled_at", "handled_at"),
+        # Per-chat order across instances (bot/services/chat_order.py): a chat's unhandled rows.
+        Index("ix_inbox_chat_unhandled", "chat_id", "update_id",
+              postgresql_where=text("handled_at IS NULL"), sqlite_where=text("handled_at IS NULL")),
+    )
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     chat_id: Mapped[int | None] = mapped_column(BigInteger)  # handled in per-chat order

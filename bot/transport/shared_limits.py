@@ -1,0 +1,242 @@
+"""Telegram's limits kept by every instance together: the window logs live in PostgreSQL.
+
+Telegram counts per bot, not per instance: three instances each keeping 30 a second would send
+90. So on PostgreSQL each place in a window is a row of `send_slots`, shared by every instance,
+with the model of bot/transport/limits.py unchanged: a call holds a place from its start
+(`answered` empty, counting as if at the end of time) and is logged at its answer. A call starts
+only when every one of its keys has room, checked and taken in one transaction that holds
+`pg_advisory_xact_lock` on each key (in a fixed order), so two instances never both take the last
+place. Times are the database's (`statement_timestamp()`), so instances' clocks never disagree;
+an answer is logged when its UPDATE reaches the database, a little after it came back, which
+only ever holds a place longer than needed.
+
+A place whose holder died (kill -9, a lost connection) would hold it for ever: a place in flight
+longer than `stale` seconds stops counting. Rows older than the longest window are pruned.
+
+Why PostgreSQL and not Redis with `limits`' moving window: that logs a hit when it is taken, with
+no notion of a call in flight logged at its answer (what keeps every window exact whatever the
+network's latency), and it would make a second service necessary for every fleet; the database
+is already shared, and at Telegram's 30 a second the few small transactions per send cost it
+little.
+
+Each instance keeps a `LocalLimiter` in front: waiters of this process queue there, first come
+first served, and only the head of each key's queue asks the database, so the database sees at
+most one waiter per key per instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from datetime import datetime
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, DOUBLE_PRECISION, TEXT
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.transport.limits import LocalLimiter, Permit, Rate, Rule, WindowLog
+
+log = logging.getLogger("linli.limits")
+
+LOCK_NAMESPACE = 0x4C4E4C01  # the first int of pg_advisory_xact_lock(int, int): "LNL" 1, the send windows
+POLL_MAX = 0.25  # seconds between asks while every place of a key is in flight (an answer frees one)
+PRUNE_EVERY = 10.0  # seconds between deletions of rows no window needs any more
+
+_LOCK = text("SELECT pg_advisory_xact_lock(:ns, hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k").bindparams(
+    bindparam("keys", type_=ARRAY(TEXT)))
+# The first row carries the time of the check; then every row that still counts in some window.
+_WINDOWS = text(
+    "SELECT NULL AS key, statement_timestamp() AS at UNION ALL "
+    "SELECT s.key, s.answered FROM send_slots AS s JOIN unnest(CAST(:keys AS text[]), CAST(:windows AS float8[])) AS r(k, w) ON s.key = r.k "
+    "WHERE (s.answered IS NULL AND s.started > statement_timestamp() - make_interval(secs => CAST(:stale AS float8))) "
+    "OR s.answered > statement_timestamp() - make_interval(secs => r.w)"
+).bindparams(bindparam("keys", type_=ARRAY(TEXT)), bindparam("windows", type_=ARRAY(DOUBLE_PRECISION)))
+_TAKE = text(
+    "INSERT INTO send_slots (key, started) SELECT k, statement_timestamp() FROM unnest(CAST(:keys AS text[])) AS k RETURNING id"
+).bindparams(bindparam("keys", type_=ARRAY(TEXT)))
+_ANSWERED = text("UPDATE send_slots SET answered = statement_timestamp() WHERE id = ANY(CAST(:ids AS bigint[])) AND answered IS NULL"
+                 ).bindparams(bindparam("ids", type_=ARRAY(BIGINT)))
+_GIVE_BACK = text("DELETE FROM send_slots WHERE id = ANY(CAST(:ids AS bigint[]))").bindparams(bindparam("ids", type_=ARRAY(BIGINT)))
+_PRUNE = text(
+    "DELETE FROM send_slots WHERE (answered IS NULL AND started < statement_timestamp() - make_interval(secs => CAST(:stale AS float8)))"
+    " OR answered < statement_timestamp() - make_interval(secs => CAST(:keep AS float8))")
+
+
+def key_name(name: Hashable) -> str:
+    """("chat", -100123) -> "chat:-100123"; "global" -> "global"."""
+    if isinstance(name, tuple):
+        return ":".join(str(part) for part in name)
+    return str(name)
+
+
+def window_delay(rate: Rate, now: datetime, answered: Sequence[datetime], inflight: int) -> float:
+    """Seconds until a call may start under `rate`, given the answer times and the calls in flight
+    that the database holds for its key (0: now; inf: only once a call in flight is answered)."""
+    log_ = WindowLog(rate, deque(sorted((t - now).total_seconds() for t in answered)), inflight)
+    return log_.delay(0.0)
+
+
+class _Turn:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class _SharedPermit:
+    def __init__(self, owner: SharedLimiter, local: Permit, ids: list[int]) -> None:
+        self._owner = owner
+        self._local = local
+        self._ids = ids
+
+    def done(self, at: float | None = None) -> None:
+        self._local.done(at)
+        ids, self._ids = self._ids, []
+        if ids:
+            self._owner._later(ids, answered=True)
+
+    def cancel(self) -> None:
+        self._local.cancel()
+        ids, self._ids = self._ids, []
+        if ids:
+            self._owner._later(ids, answered=False)
+
+
+class SharedLimiter:
+    """The RateLimiter of several instances on one PostgreSQL database."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        stale: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sessions = sessions
+        self.stale = stale
+        self.clock = clock  # the sender passes answer times on this clock to the local limiter
+        self.local = LocalLimiter(clock)
+        self._turns: dict[tuple[str, ...], _Turn] = {}
+        self._full_until: dict[Hashable, float] = {}  # what the database last said, for delay()
+        self._answered: list[int] = []
+        self._given_back: list[int] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._keep = 60.0  # the longest window seen: answered rows older than this are pruned
+        self._last_prune = -math.inf
+        self.asks = 0  # database round trips of acquire, for tests and benchmarks
+
+    # ---- RateLimiter
+
+    def delay(self, rules: Sequence[Rule]) -> float:
+        now = self.clock()
+        waits = [self.local.delay(rules)]
+        for name, _rate in rules:
+            until = self._full_until.get(name)
+            if until is not None:
+                if until <= now:
+                    del self._full_until[name]
+                else:
+                    waits.append(until - now)
+        return max(waits)
+
+    async def acquire(self, rules: Sequence[Rule]) -> Permit:
+        local = await self.local.acquire(rules)
+        try:
+            ids = await self._take(rules)
+        except BaseException:
+            local.cancel()
+            raise
+        return _SharedPermit(self, local, ids)
+
+    # ---- the database
+
+    async def _take(self, rules: Sequence[Rule]) -> list[int]:
+        if not rules:
+            return []
+        ordered = sorted(((key_name(n), n, r) for n, r in rules), key=lambda x: x[0])
+        names = tuple(k for k, _n, _r in ordered)
+        turn = self._turns.get(names)
+        if turn is None:
+            turn = self._turns[names] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:  # one asker per key set in this process; the others queue behind it
+                while True:
+                    wait, ids = await self._try(ordered)
+                    if ids is not None:
+                        return ids
+                    await asyncio.sleep(wait)
+        finally:
+            turn.users -= 1
+            if turn.users == 0 and self._turns.get(names) is turn:
+                del self._turns[names]
+
+    async def _try(self, ordered: list[tuple[str, Hashable, Rate]]) -> tuple[float, list[int] | None]:
+        keys = [k for k, _n, _r in ordered]
+        windows = [r.seconds for _k, _n, r in ordered]
+        self._keep = max(self._keep, *windows)
+        self.asks += 1
+        async with self.sessions() as s, s.begin():
+            await s.execute(_LOCK, {"ns": LOCK_NAMESPACE, "keys": keys})
+            rows = (await s.execute(_WINDOWS, {"keys": keys, "windows": windows, "stale": self.stale})).all()
+            now: datetime = rows[0][1]
+            wait = 0.0
+            for key, name, rate in ordered:
+                mine = [at for k, at in rows[1:] if k == key]
+                answered = [at for at in mine if at is not None]
+                delay = window_delay(rate, now, answered, len(mine) - len(answered))
+                if delay == math.inf:
+                    delay = min(POLL_MAX, max(rate.pace / 2, 0.005))
+                if delay > 0:
+                    if len(self._full_until) > 10_000:
+                        self._full_until.clear()
+                    self._full_until[name] = self.clock() + delay
+                wait = max(wait, delay)
+            if wait > 0:
+                return wait, None
+            ids = list((await s.scalars(_TAKE, {"keys": keys})).all())
+            if self.clock() - self._last_prune >= PRUNE_EVERY:
+                self._last_prune = self.clock()
+                await s.execute(_PRUNE, {"stale": self.stale, "keep": self._keep})
+        for _k, name, _r in ordered:
+            self._full_until.pop(name, None)
+        return 0.0, ids
+
+    def _later(self, ids: list[int], *, answered: bool) -> None:
+        """Log the answer (or give the places back) in the background: Permit.done is not async."""
+        (self._answered if answered else self._given_back).extend(ids)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(), name="send-slots")
+
+    async def _flush(self) -> None:
+        delay = 0.05
+        while self._answered or self._given_back:
+            answered, self._answered = self._answered, []
+            given_back, self._given_back = self._given_back, []
+            try:
+                async with self.sessions() as s, s.begin():
+                    if answered:
+                        await s.execute(_ANSWERED, {"ids": answered})
+                    if given_back:
+                        await s.execute(_GIVE_BACK, {"ids": given_back})
+                delay = 0.05
+            except Exception as exc:
+                # Not logged: the places stay "in flight" (never too few counted) until stale.
+                log.warning("logging %d send answers failed: %s", len(answered) + len(given_back), type(exc).__name__)
+                self._answered[:0] = answered
+                self._given_back[:0] = given_back
+                if delay > self.stale:
+                    self._answered.clear()  # they have expired meanwhile anyway
+                    self._given_back.clear()
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    async def close(self) -> None:
+        """Log what is still pending (at stop)."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None

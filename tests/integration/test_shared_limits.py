@@ -1,0 +1,128 @@
+"""The send windows shared through PostgreSQL: two limiters on two engines (two instances of one
+bot) together keep every window, and a place left by a dead holder frees after `stale`."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.storage.db import make_engine, make_session_factory
+from bot.storage.models import SendSlot
+from bot.transport.limits import Rate
+from bot.transport.shared_limits import SharedLimiter
+from tests.conftest import PG_URL, fresh_engine, skip_without_pg
+from tests.unit.test_limits import most_in_window
+
+
+@pytest.fixture
+async def two_engines(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
+    skip_without_pg("postgresql")
+    first = await fresh_engine("postgresql", tmp_path)
+    second = make_engine(PG_URL)  # type: ignore[arg-type]
+    try:
+        yield first, second
+    finally:
+        await first.dispose()
+        await second.dispose()
+
+
+GLOBAL = ("global", Rate(6, 0.4))
+CHAT_RATE = Rate(3, 0.5)
+
+
+async def test_two_instances_together_keep_every_window(two_engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    limiters = [SharedLimiter(make_session_factory(e)) for e in two_engines]
+    arrivals: dict[object, list[float]] = {"global": [], 1: [], 2: []}
+    rng = random.Random(17)
+
+    async def call(limiter: SharedLimiter, chat: int) -> None:
+        permit = await limiter.acquire([(("chat", chat), CHAT_RATE), GLOBAL])
+        start = time.monotonic()
+        latency = rng.uniform(0.0, 0.03)
+        arrive = start + rng.random() * latency  # Telegram counts it somewhere on the wire
+        await asyncio.sleep(latency)
+        permit.done()
+        arrivals["global"].append(arrive)
+        arrivals[chat].append(arrive)
+
+    # Each "instance" has 12 callers at once for each of two chats: 48 calls.
+    calls = [call(lim, chat) for lim in limiters for chat in (1, 2) for _ in range(12)]
+    began = time.monotonic()
+    await asyncio.wait_for(asyncio.gather(*calls), 60)
+    took = time.monotonic() - began
+    for lim in limiters:
+        await lim.close()
+
+    assert len(arrivals["global"]) == 48
+    assert most_in_window(arrivals["global"], GLOBAL[1].seconds) <= GLOBAL[1].count
+    for chat in (1, 2):
+        assert most_in_window(arrivals[chat], CHAT_RATE.seconds) <= CHAT_RATE.count
+    # Alone, each instance would have let its own 24 through at 6 per 0.4 s; together they shared
+    # one window: 48 calls need at least 7 full windows after the first burst.
+    assert took >= (48 // GLOBAL[1].count - 1) * GLOBAL[1].seconds
+    # Both instances got places (not one starving the other).
+    assert all(lim.asks > 0 for lim in limiters)
+
+
+async def test_each_instance_alone_would_exceed_the_fleet_rate(two_engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    """The control: what the shared windows prevent. Two in-process limiters let twice through."""
+    from bot.transport.limits import LocalLimiter
+
+    locals_ = [LocalLimiter(), LocalLimiter()]
+    starts: list[float] = []
+
+    async def call(limiter: LocalLimiter) -> None:
+        permit = await limiter.acquire([GLOBAL])
+        starts.append(time.monotonic())
+        permit.done()
+
+    await asyncio.gather(*(call(lim) for lim in locals_ for _ in range(GLOBAL[1].count)))
+    assert most_in_window(starts, GLOBAL[1].seconds) == 2 * GLOBAL[1].count
+
+
+async def test_a_place_left_by_a_dead_instance_expires(two_engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    dead_engine, live_engine = two_engines
+    rule = [(("chat", 7), Rate(1, 0.2))]
+    dead = SharedLimiter(make_session_factory(dead_engine), stale=1.0)
+    await dead.acquire(rule)  # its holder dies before the answer: never done, never cancelled
+    await dead_engine.dispose()
+    died = time.monotonic()
+
+    live = SharedLimiter(make_session_factory(live_engine), stale=1.0)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(live.acquire(rule), 0.5)  # still in flight as far as anyone knows
+    permit = await asyncio.wait_for(live.acquire(rule), 5)
+    assert time.monotonic() - died >= 0.9  # only once the place went stale
+    permit.done()
+    await live.close()
+
+
+async def test_answers_are_logged_and_old_rows_pruned(two_engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    engine = two_engines[0]
+    sessions = make_session_factory(engine)
+    limiter = SharedLimiter(sessions, stale=5.0)
+    permit = await limiter.acquire([(("chat", 3), Rate(5, 0.1))])
+    permit.done()
+    await limiter.close()
+    async with sessions() as s:
+        rows = (await s.execute(select(SendSlot.key, SendSlot.answered))).all()
+    assert [(k, a is not None) for k, a in rows] == [("chat:3", True)]
+    cancelled = await limiter.acquire([(("chat", 4), Rate(5, 0.1))])
+    cancelled.cancel()  # never called: its place is given back, not logged
+    await limiter.close()
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).where(SendSlot.key == "chat:4")) == 0
+    # Pruned once no window needs them: rows answered longer ago than the longest window seen.
+    limiter._keep = 0.05
+    limiter._last_prune = -1e9
+    await asyncio.sleep(0.1)
+    await limiter.acquire([(("chat", 5), Rate(5, 0.05))])
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).where(SendSlot.key == "chat:3")) == 0
