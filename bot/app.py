@@ -12,6 +12,7 @@ from bot.dispatch import Dispatcher
 from bot.handlers import build_router
 from bot.scheduler.runner import JobRunner
 from bot.services.base import ServiceContext
+from bot.services.chat_order import ChatOrder
 from bot.services.clock import Clock, system_clock
 from bot.services.communities import CommunityService
 from bot.services.consultations import ConsultationService, ConsultationSheetPart
@@ -165,6 +166,8 @@ class App:
         self.inbox = Inbox(sessions, self.transport.events_of, self.dispatcher.on_update, clock=clock,
                            retention=parse_duration(settings.inbox_retention))
         self.dispatcher.inbox = self.inbox
+        if self.engine.dialect.name == "postgresql":  # instances may share it: per-chat order across them
+            self.dispatcher.order = ChatOrder(sessions, self.inbox, wait=settings.chat_order_wait_seconds)
         ctx.personal.register("inbox", self.inbox.export_user, self.inbox.erase_user)
         # Webhook mode's listener, which also serves /healthz and /metrics (on METRICS_LISTEN when polling).
         self.listener: Listener | None = None

@@ -27,6 +27,7 @@ from bot.ui.i18n import Translator
 
 if TYPE_CHECKING:
     from bot.app import Services
+    from bot.services.chat_order import ChatOrder
     from bot.services.people import Observed
     from bot.transport.inbox import Inbox
 
@@ -62,6 +63,7 @@ class Dispatcher:
         self._gates: dict[tuple[int, str], asyncio.Future[None]] = {}  # the latest parallel press per chat
         self.handled = 0
         self.inbox: Inbox | None = None  # set when updates come through the durable inbox
+        self.order: ChatOrder | None = None  # set on PostgreSQL, which several instances may share
         self.max_attempts = 3
 
     async def on_update(self, item: InboxItem) -> None:
@@ -155,6 +157,9 @@ class Dispatcher:
 
     async def handle_item(self, item: InboxItem, gate: _Gate | None = None) -> None:
         try:
+            if self.order is not None and gate is None:  # several instances: the chat's earlier ones first
+                for earlier in await self.order.turn(item):
+                    await self._attempts(earlier, None)
             await self._attempts(item, gate)
         finally:
             if self.inbox is not None:

@@ -116,16 +116,19 @@ class Inbox:
             log.info("ignored %d redelivered updates", len(payloads) - len(new))
         return [p for p in payloads if p["update_id"] in new]
 
+    def item_of(self, p: dict[str, Any]) -> InboxItem:
+        try:
+            events = self.parse(p)
+        except Exception:
+            log.exception("update %s could not be read", p.get("update_id"))
+            events = []
+        chat_id, _ = who(p)
+        return InboxItem(p["update_id"], chat_id or 0, events)
+
     async def hand_over(self, payloads: list[dict[str, Any]]) -> None:
         for p in sorted(payloads, key=lambda p: p["update_id"]):
             self._pending.add(p["update_id"])
-            try:
-                events = self.parse(p)
-            except Exception:
-                log.exception("update %s could not be read", p.get("update_id"))
-                events = []
-            chat_id, _ = who(p)
-            await self.sink(InboxItem(p["update_id"], chat_id or 0, events))
+            await self.sink(self.item_of(p))
 
     async def recover(self) -> int:
         """Hand over what a crash left stored but unhandled, oldest first."""
