@@ -25,6 +25,7 @@ from bot.services.meetings import MeetingService
 from bot.services.members import MemberService
 from bot.services.notices import NoticeService
 from bot.services.people import PeopleService
+from bot.services.people_sync import PeopleSync
 from bot.services.retention import RetentionService
 from bot.services.roles import AdminCache, Roles
 from bot.services.tasks import TaskService
@@ -140,12 +141,15 @@ class App:
         ledger.register_jobs(jobs)
         attach_to_ledger(ledger)  # /stats: level shares; /export: the level column
         ledger.add_sheet(ConsultationSheetPart())  # /export: the 议事 sheet
+        people = PeopleService(ctx)
+        # Several instances may share PostgreSQL: another one's writes drop what this one remembers.
+        self.people_sync = PeopleSync(self.engine, people, roles.admins) if self.engine.dialect.name == "postgresql" else None
         self.services = Services(
             settings=settings,
             ctx=ctx,
             sender=sender,
             api=self.transport.api,
-            people=PeopleService(ctx),
+            people=people,
             communities=communities,
             conversations=ConversationService(ctx),
             demands=demands,
@@ -181,6 +185,8 @@ class App:
 
     async def start(self) -> None:
         await migrate(self.engine)
+        if self.people_sync is not None:
+            await self.people_sync.start()
         await self.services.retention.schedule()
         await self.services.ledger.schedule()  # the weekly digest's timers
         await self.services.outbox.start()
@@ -217,5 +223,7 @@ class App:
         if isinstance(self.services.sender.limiter, SharedLimiter):
             await self.services.sender.limiter.close()  # the last answers logged
         await self.transport.stop()
+        if self.people_sync is not None:
+            await self.people_sync.stop()
         if self._own_engine:
             await self.engine.dispose()

@@ -77,6 +77,21 @@ class PeopleService:
         if bind is not None:
             self.cache.watch(bind)
 
+    def forget_remembered(self, *, user_id: int | None = None, chat_id: int | None = None,
+                          everything: bool = False) -> None:
+        """Another instance changed this person or chat (bot/services/people_sync.py): the writes
+        skipped because this process remembers them as done are done again."""
+        if everything:
+            for remembered in (self._users, self._seen, self._chats):
+                remembered.drop_where(lambda _k: True)
+            return
+        if user_id is not None:
+            self._users.drop(user_id)
+            self._seen.drop_where(lambda k: k[1] == user_id)
+        if chat_id is not None:
+            self._chats.drop(chat_id)
+            self._seen.drop_where(lambda k: k[0] == chat_id)
+
     async def observe(self, event: Event) -> Observed:
         """Record the user (and chat, and membership of a bound chat) behind an update.
 
