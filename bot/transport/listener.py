@@ -6,12 +6,14 @@ gets 413; an update gets 200 only after its inbox row committed (bot/transport/i
 crash after the 200 loses nothing. When the row cannot be stored the answer is 503 and Telegram
 delivers the update again later.
 
-/healthz: 200 when the database answers and Telegram was heard from in the last minute, else 503.
+/healthz: 200 when the database answers (within DATABASE_TIMEOUT) and Telegram was heard from in the
+last minute, else 503, so a load balancer stops sending to an instance that cannot store updates.
 /metrics: Prometheus' text format (bot/metrics.py); backlogs are counted when scraped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -32,6 +34,9 @@ log = logging.getLogger("linli.listener")
 
 MAX_BODY = 1024 * 1024  # Telegram's updates are a few KB; anything near this is not one
 HEALTHY_WITHIN = 60.0  # seconds since Telegram last answered or called
+# A database that hangs (not refusing, not answering) must still make /healthz say 503, and in
+# time for a load balancer's check (HAProxy's default timeout is a few seconds).
+DATABASE_TIMEOUT = 2.0
 
 
 class Listener:
@@ -112,9 +117,12 @@ class Listener:
     # ------------------------------------------------------------------ health and metrics
 
     async def _database_answers(self) -> bool:
-        try:
+        async def ask() -> None:
             async with self.sessions() as s:
                 await s.execute(text("SELECT 1"))
+
+        try:
+            await asyncio.wait_for(ask(), DATABASE_TIMEOUT)
             return True
         except Exception:
             return False
