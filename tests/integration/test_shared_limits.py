@@ -126,3 +126,30 @@ async def test_answers_are_logged_and_old_rows_pruned(two_engines: tuple[AsyncEn
     await limiter.acquire([(("chat", 5), Rate(5, 0.05))])
     async with sessions() as s:
         assert await s.scalar(select(func.count()).where(SendSlot.key == "chat:3")) == 0
+
+
+async def test_two_senders_on_shared_windows_keep_the_bots_limits(
+        two_engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    """The sender as the app wires it on PostgreSQL: two instances' senders, one bot's limits."""
+    from bot.transport.port import OutMessage
+    from bot.transport.sender import Sender, SendLimits
+    from tests.unit.test_sender import FakeApi
+
+    api = FakeApi(delay=0.005)  # one Telegram for both instances
+    limits = SendLimits(global_per_second=20, per_chat_per_second=6, per_chat_burst=3)
+    senders = [Sender(api, limits, limiter=SharedLimiter(make_session_factory(e))) for e in two_engines]
+    busy_chat = 900
+    messages = [(s, OutMessage(1000 + i, f"公告 {i}")) for s in senders for i in range(20)]
+    messages += [(s, OutMessage(busy_chat, f"回复 {i}")) for s in senders for i in range(6)]
+    results = await asyncio.wait_for(asyncio.gather(*(s.send(m) for s, m in messages)), 60)
+    assert all(r.ok for r in results)
+    for s in senders:
+        await s.close()
+        assert isinstance(s.limiter, SharedLimiter)
+        await s.limiter.close()
+
+    starts = [c.at for c in api.calls]
+    assert len(starts) == 52
+    assert most_in_window(starts, 1.0) <= 20  # not 40: the instances share one global window
+    busy = [c.at for c in api.calls if c.chat_id == busy_chat]
+    assert most_in_window(busy, 0.5) <= 3
