@@ -43,6 +43,10 @@ from bot.transport.limits import LocalLimiter, Permit, Rate, Rule, WindowLog
 log = logging.getLogger("linli.limits")
 
 LOCK_NAMESPACE = 0x4C4E4C01  # the first int of pg_advisory_xact_lock(int, int): "LNL" 1, the send windows
+# The many per-chat keys of a broadcast ask side by side through at most this many connections, so
+# they never take the whole pool (the global key, one asker per instance, does not wait for them).
+MAX_ASKS = 4
+SHARED_BY_ALL = "global"
 POLL_MAX = 0.25  # seconds between asks while every place of a key is in flight (an answer frees one)
 PRUNE_EVERY = 10.0  # seconds between deletions of rows no window needs any more
 
@@ -120,6 +124,7 @@ class SharedLimiter:
         self.clock = clock  # the sender passes answer times on this clock to the local limiter
         self.local = LocalLimiter(clock)
         self._turns: dict[tuple[str, ...], _Turn] = {}
+        self._asks = asyncio.Semaphore(MAX_ASKS)
         self._full_until: dict[Hashable, float] = {}  # what the database last said, for delay()
         self._answered: list[int] = []
         self._given_back: list[int] = []
@@ -165,7 +170,11 @@ class SharedLimiter:
         try:
             async with turn.lock:  # one asker per key set in this process; the others queue behind it
                 while True:
-                    wait, ids = await self._try(ordered)
+                    if names == (SHARED_BY_ALL,):
+                        wait, ids = await self._try(ordered)
+                    else:
+                        async with self._asks:
+                            wait, ids = await self._try(ordered)
                     if ids is not None:
                         return ids
                     await asyncio.sleep(wait)
