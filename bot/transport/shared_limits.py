@@ -4,9 +4,10 @@ Telegram counts per bot, not per instance: three instances each keeping 30 a sec
 90. So on PostgreSQL each place in a window is a row of `send_slots`, shared by every instance,
 with the model of bot/transport/limits.py unchanged: a call holds a place from its start
 (`answered` empty, counting as if at the end of time) and is logged at its answer. A call starts
-only when every one of its keys has room, checked and taken in one transaction that holds
-`pg_advisory_xact_lock` on each key (in a fixed order), so two instances never both take the last
-place. Times are the database's (`statement_timestamp()`), so instances' clocks never disagree;
+only when every one of its keys has room, checked and taken in one statement (a function made by
+migration 0012, one round trip) that holds `pg_advisory_xact_lock` on each key (in a fixed order),
+so two instances never both take the last place. Times are the database's, so instances' clocks
+never disagree;
 an answer is logged when its UPDATE reaches the database, a little after it came back, which
 only ever holds a place longer than needed.
 
@@ -30,15 +31,13 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from datetime import datetime
 
 from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, DOUBLE_PRECISION, TEXT
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, DOUBLE_PRECISION, INTEGER, TEXT
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.transport.limits import LocalLimiter, Permit, Rate, Rule, WindowLog
+from bot.transport.limits import LocalLimiter, Permit, Rate, Rule
 
 log = logging.getLogger("linli.limits")
 
@@ -50,24 +49,19 @@ SHARED_BY_ALL = "global"
 POLL_MAX = 0.25  # seconds between asks while every place of a key is in flight (an answer frees one)
 PRUNE_EVERY = 10.0  # seconds between deletions of rows no window needs any more
 
-_LOCK = text("SELECT pg_advisory_xact_lock(:ns, hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k").bindparams(
-    bindparam("keys", type_=ARRAY(TEXT)))
-# The first row carries the time of the check; then every row that still counts in some window.
-_WINDOWS = text(
-    "SELECT NULL AS key, statement_timestamp() AS at UNION ALL "
-    "SELECT s.key, s.answered FROM send_slots AS s JOIN unnest(CAST(:keys AS text[]), CAST(:windows AS float8[])) AS r(k, w) ON s.key = r.k "
-    "WHERE (s.answered IS NULL AND s.started > statement_timestamp() - make_interval(secs => CAST(:stale AS float8))) "
-    "OR s.answered > statement_timestamp() - make_interval(secs => r.w)"
-).bindparams(bindparam("keys", type_=ARRAY(TEXT)), bindparam("windows", type_=ARRAY(DOUBLE_PRECISION)))
-_TAKE = text(
-    "INSERT INTO send_slots (key, started) SELECT k, statement_timestamp() FROM unnest(CAST(:keys AS text[])) AS k RETURNING id"
-).bindparams(bindparam("keys", type_=ARRAY(TEXT)))
-_ANSWERED = text("UPDATE send_slots SET answered = statement_timestamp() WHERE id = ANY(CAST(:ids AS bigint[])) AND answered IS NULL"
-                 ).bindparams(bindparam("ids", type_=ARRAY(BIGINT)))
-_GIVE_BACK = text("DELETE FROM send_slots WHERE id = ANY(CAST(:ids AS bigint[]))").bindparams(bindparam("ids", type_=ARRAY(BIGINT)))
+# One round trip: bot/storage/migrations/versions/0012_scale_out.py (linli_take_send_slots).
+_TAKE = text("SELECT slot_key, slot_id, wait FROM linli_take_send_slots("
+             "CAST(:keys AS text[]), CAST(:windows AS float8[]), CAST(:counts AS int[]), CAST(:stale AS float8))"
+             ).bindparams(bindparam("keys", type_=ARRAY(TEXT)), bindparam("windows", type_=ARRAY(DOUBLE_PRECISION)),
+                          bindparam("counts", type_=ARRAY(INTEGER)))
+_ANSWERED = text("UPDATE send_slots SET answered = clock_timestamp() "
+                 "WHERE id = ANY(CAST(:ids AS bigint[])) AND answered IS NULL").bindparams(
+    bindparam("ids", type_=ARRAY(BIGINT)))
+_GIVE_BACK = text("DELETE FROM send_slots WHERE id = ANY(CAST(:ids AS bigint[]))").bindparams(
+    bindparam("ids", type_=ARRAY(BIGINT)))
 _PRUNE = text(
-    "DELETE FROM send_slots WHERE (answered IS NULL AND started < statement_timestamp() - make_interval(secs => CAST(:stale AS float8)))"
-    " OR answered < statement_timestamp() - make_interval(secs => CAST(:keep AS float8))")
+    "DELETE FROM send_slots WHERE (answered IS NULL AND started < clock_timestamp() - make_interval(secs => CAST(:stale AS float8)))"
+    " OR answered < clock_timestamp() - make_interval(secs => CAST(:keep AS float8))")
 
 
 def key_name(name: Hashable) -> str:
@@ -75,13 +69,6 @@ def key_name(name: Hashable) -> str:
     if isinstance(name, tuple):
         return ":".join(str(part) for part in name)
     return str(name)
-
-
-def window_delay(rate: Rate, now: datetime, answered: Sequence[datetime], inflight: int) -> float:
-    """Seconds until a call may start under `rate`, given the answer times and the calls in flight
-    that the database holds for its key (0: now; inf: only once a call in flight is answered)."""
-    log_ = WindowLog(rate, deque(sorted((t - now).total_seconds() for t in answered)), inflight)
-    return log_.delay(0.0)
 
 
 class _Turn:
@@ -183,36 +170,39 @@ class SharedLimiter:
             if turn.users == 0 and self._turns.get(names) is turn:
                 del self._turns[names]
 
+    def _connect(self) -> AsyncConnection:
+        engine = self.sessions.kw["bind"]
+        assert isinstance(engine, AsyncEngine)
+        return engine.connect()
+
     async def _try(self, ordered: list[tuple[str, Hashable, Rate]]) -> tuple[float, list[int] | None]:
-        keys = [k for k, _n, _r in ordered]
-        windows = [r.seconds for _k, _n, r in ordered]
-        self._keep = max(self._keep, *windows)
+        params = {"keys": [k for k, _n, _r in ordered], "windows": [r.seconds for _k, _n, r in ordered],
+                  "counts": [r.count for _k, _n, r in ordered], "stale": self.stale}
+        self._keep = max(self._keep, *params["windows"])
         self.asks += 1
-        async with self.sessions() as s, s.begin():
-            await s.execute(_LOCK, {"ns": LOCK_NAMESPACE, "keys": keys})
-            rows = (await s.execute(_WINDOWS, {"keys": keys, "windows": windows, "stale": self.stale})).all()
-            now: datetime = rows[0][1]
-            wait = 0.0
-            for key, name, rate in ordered:
-                mine = [at for k, at in rows[1:] if k == key]
-                answered = [at for at in mine if at is not None]
-                delay = window_delay(rate, now, answered, len(mine) - len(answered))
-                if delay == math.inf:
-                    delay = min(POLL_MAX, max(rate.pace / 2, 0.005))
-                if delay > 0:
-                    if len(self._full_until) > 10_000:
-                        self._full_until.clear()
-                    self._full_until[name] = self.clock() + delay
-                wait = max(wait, delay)
-            if wait > 0:
-                return wait, None
-            ids = list((await s.scalars(_TAKE, {"keys": keys})).all())
-            if self.clock() - self._last_prune >= PRUNE_EVERY:
+        # Autocommit: the function's statement is its own transaction, so its locks go at its end.
+        async with self._connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            rows = {k: (slot, wait) for k, slot, wait in (await conn.execute(_TAKE, params)).all()}
+            prune = self.clock() - self._last_prune >= PRUNE_EVERY
+            if prune:
                 self._last_prune = self.clock()
-                await s.execute(_PRUNE, {"stale": self.stale, "keep": self._keep})
-        for _k, name, _r in ordered:
-            self._full_until.pop(name, None)
-        return 0.0, ids
+                await conn.execute(_PRUNE, {"stale": self.stale, "keep": self._keep})
+        wait = 0.0
+        for key, name, rate in ordered:
+            delay = rows[key][1]
+            if delay < 0:  # every place in flight: an answer frees one, soon
+                delay = min(POLL_MAX, max(rate.pace / 2, 0.005))
+            if delay > 0:
+                if len(self._full_until) > 10_000:
+                    self._full_until.clear()
+                self._full_until[name] = self.clock() + delay
+            else:
+                self._full_until.pop(name, None)
+            wait = max(wait, delay)
+        if wait > 0:
+            return wait, None
+        return 0.0, [int(rows[k][0]) for k, _n, _r in ordered]
 
     def _later(self, ids: list[int], *, answered: bool) -> None:
         """Log the answer (or give the places back) in the background: Permit.done is not async."""
@@ -226,11 +216,12 @@ class SharedLimiter:
             answered, self._answered = self._answered, []
             given_back, self._given_back = self._given_back, []
             try:
-                async with self.sessions() as s, s.begin():
+                async with self._connect() as conn:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                     if answered:
-                        await s.execute(_ANSWERED, {"ids": answered})
+                        await conn.execute(_ANSWERED, {"ids": answered})
                     if given_back:
-                        await s.execute(_GIVE_BACK, {"ids": given_back})
+                        await conn.execute(_GIVE_BACK, {"ids": given_back})
                 delay = 0.05
             except Exception as exc:
                 # Not logged: the places stay "in flight" (never too few counted) until stale.

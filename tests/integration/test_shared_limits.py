@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.storage.db import make_engine, make_session_factory
 from bot.storage.models import SendSlot
 from bot.transport.limits import Rate
-from bot.transport.shared_limits import SharedLimiter
+from bot.transport.shared_limits import _TAKE, SharedLimiter
 from tests.conftest import PG_URL, fresh_engine, skip_without_pg
 from tests.unit.test_limits import most_in_window
 
@@ -31,6 +31,43 @@ async def two_engines(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, AsyncE
     finally:
         await first.dispose()
         await second.dispose()
+
+
+async def ask(engine: AsyncEngine, key: str, rate: Rate, answered_ago: list[float], inflight: int = 0) -> float:
+    """The function's answer for one key holding these places: 0 (a place taken), the wait in
+    seconds, or -1 (every place in flight)."""
+    async with engine.begin() as conn:
+        for ago in answered_ago:
+            await conn.execute(text("INSERT INTO send_slots (key, started, answered) VALUES (:k, "
+                                    "clock_timestamp() - make_interval(secs => :a + 0.01), "
+                                    "clock_timestamp() - make_interval(secs => :a))"), {"k": key, "a": ago})
+        for _ in range(inflight):
+            await conn.execute(text("INSERT INTO send_slots (key, started) VALUES (:k, clock_timestamp())"),
+                               {"k": key})
+    async with engine.connect() as conn:
+        rows = (await conn.execute(_TAKE, {"keys": [key], "windows": [rate.seconds], "counts": [rate.count],
+                                           "stale": 30.0})).all()
+        await conn.commit()
+    [(k, slot, wait)] = rows
+    assert k == key and (slot is not None) == (wait == 0)
+    return float(wait)
+
+
+async def test_the_window_rules_in_the_database(two_engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    engine = two_engines[0]
+    # Room while the window is not full (answers and calls in flight both count).
+    assert await ask(engine, "a", Rate(3, 1.0), [0.5, 0.2]) == 0
+    assert await ask(engine, "b", Rate(3, 1.0), [0.5], inflight=1) == 0
+    # Full: it frees when the oldest answer that keeps it full is a window old.
+    assert await ask(engine, "c", Rate(3, 1.0), [0.7, 0.5, 0.2]) == pytest.approx(0.3, abs=0.05)
+    # Two answered, one in flight (counting as the newest): the oldest answer frees first.
+    assert await ask(engine, "d", Rate(3, 1.0), [0.5, 0.2], inflight=1) == pytest.approx(0.5, abs=0.05)
+    # More answers logged than the count: the count-th newest decides.
+    assert await ask(engine, "e", Rate(2, 1.0), [0.9, 0.8, 0.1]) == pytest.approx(0.2, abs=0.05)
+    # Every place in flight: only an answer frees one.
+    assert await ask(engine, "f", Rate(2, 1.0), [], inflight=2) == -1
+    # An answer a window old no longer counts.
+    assert await ask(engine, "g", Rate(1, 1.0), [1.0]) == 0
 
 
 GLOBAL = ("global", Rate(6, 0.4))

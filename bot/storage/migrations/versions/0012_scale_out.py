@@ -51,6 +51,56 @@ $$
 """
 _TABLES = ("users", "chats", "communities", "chat_members")
 
+# The shared send windows (bot/transport/shared_limits.py) in one round trip: lock the keys (the
+# caller sorts them), then per key the calls in flight and the answers still in its window; a
+# place in each when all have room, else each key's wait (-1: every place is in flight, wait for
+# an answer). A VOLATILE function reads with a new snapshot per statement, so once the lock is held
+# every place the previous holder took is seen. Times are the database's clock.
+_TAKE_FN = """
+CREATE OR REPLACE FUNCTION linli_take_send_slots(keys text[], windows float8[], counts int[], stale float8)
+RETURNS TABLE(slot_key text, slot_id bigint, wait float8) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    i int;
+    t_now timestamptz;
+    n_inflight int;
+    n_answered int;
+    t_nth timestamptz;
+    waits float8[] := '{}';
+    room boolean := true;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1280199681, hashtext(k)) FROM unnest(keys) AS k;
+    t_now := clock_timestamp();
+    FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
+        SELECT count(*) INTO n_inflight FROM send_slots AS s
+         WHERE s.key = keys[i] AND s.answered IS NULL AND s.started > t_now - make_interval(secs => stale);
+        IF n_inflight >= counts[i] THEN
+            waits := waits || (-1)::float8;
+        ELSE
+            -- The (count - in flight)-th newest answer in the window frees the next place.
+            SELECT count(*), min(x.answered) INTO n_answered, t_nth FROM (
+                SELECT s.answered FROM send_slots AS s
+                 WHERE s.key = keys[i] AND s.answered > t_now - make_interval(secs => windows[i])
+                 ORDER BY s.answered DESC LIMIT counts[i] - n_inflight) AS x;
+            IF n_answered < counts[i] - n_inflight THEN
+                waits := waits || 0::float8;
+            ELSE
+                waits := waits || greatest(extract(epoch FROM t_nth - t_now)::float8 + windows[i], 1e-9);
+            END IF;
+        END IF;
+        IF waits[i] <> 0 THEN
+            room := false;
+        END IF;
+    END LOOP;
+    IF room THEN
+        RETURN QUERY INSERT INTO send_slots AS s (key, started)
+            SELECT k, t_now FROM unnest(keys) AS k RETURNING s.key::text, s.id::bigint, 0::float8;
+    ELSE
+        RETURN QUERY SELECT u.k, NULL::bigint, u.w FROM unnest(keys, waits) AS u(k, w);
+    END IF;
+END
+$$
+"""
+
 
 def upgrade() -> None:
     op.create_table('send_slots',
@@ -67,6 +117,7 @@ def upgrade() -> None:
                               postgresql_where=sa.text('handled_at IS NULL'),
                               sqlite_where=sa.text('handled_at IS NULL'))
     if op.get_bind().dialect.name == 'postgresql':
+        op.execute(_TAKE_FN)
         op.execute(_NOTIFY_FN)
         for table in _TABLES:
             op.execute(f"CREATE TRIGGER linli_people_notify AFTER INSERT OR UPDATE OR DELETE ON {table} "
@@ -78,6 +129,7 @@ def downgrade() -> None:
         for table in _TABLES:
             op.execute(f"DROP TRIGGER IF EXISTS linli_people_notify ON {table}")
         op.execute("DROP FUNCTION IF EXISTS linli_people_notify()")
+        op.execute("DROP FUNCTION IF EXISTS linli_take_send_slots(text[], float8[], int[], float8)")
     with op.batch_alter_table('inbox', schema=None) as batch_op:
         batch_op.drop_index('ix_inbox_chat_unhandled')
     with op.batch_alter_table('send_slots', schema=None) as batch_op:
