@@ -7,9 +7,8 @@ with the model of bot/transport/limits.py unchanged: a call holds a place from i
 only when every one of its keys has room, checked and taken in one statement (a function made by
 migration 0012, one round trip) that holds `pg_advisory_xact_lock` on each key (in a fixed order),
 so two instances never both take the last place. Times are the database's, so instances' clocks
-never disagree;
-an answer is logged when its UPDATE reaches the database, a little after it came back, which
-only ever holds a place longer than needed.
+never disagree; an answer is logged when its UPDATE reaches the database, a little after it came
+back, which only ever holds a place longer than needed.
 
 A place whose holder died (kill -9, a lost connection) would hold it for ever: a place in flight
 longer than `stale` seconds stops counting. Rows older than the longest window are pruned.
@@ -17,8 +16,8 @@ longer than `stale` seconds stops counting. Rows older than the longest window a
 Why PostgreSQL and not Redis with `limits`' moving window: that logs a hit when it is taken, with
 no notion of a call in flight logged at its answer (what keeps every window exact whatever the
 network's latency), and it would make a second service necessary for every fleet; the database
-is already shared, and at Telegram's 30 a second the few small transactions per send cost it
-little.
+is already shared, and at Telegram's 30 a second the three short statements per send (the
+chat's ask, the global ask, the answers logged in batches) cost it little.
 
 Each instance keeps a `LocalLimiter` in front: waiters of this process queue there, first come
 first served, and only the head of each key's queue asks the database, so the database sees at
@@ -41,7 +40,9 @@ from bot.transport.limits import LocalLimiter, Permit, Rate, Rule
 
 log = logging.getLogger("linli.limits")
 
-LOCK_NAMESPACE = 0x4C4E4C01  # the first int of pg_advisory_xact_lock(int, int): "LNL" 1, the send windows
+# The first int of pg_advisory_xact_lock(int, int) the function takes ("LNL" 1, the send windows),
+# so its locks never meet another use of advisory locks.
+LOCK_NAMESPACE = 0x4C4E4C01
 # The many per-chat keys of a broadcast ask side by side through at most this many connections, so
 # they never take the whole pool (the global key, one asker per instance, does not wait for them).
 MAX_ASKS = 4

@@ -20,3 +20,12 @@ def test_shared_windows_need_postgresql() -> None:
     with pytest.raises(SettingsError, match="SEND_LIMITER=database needs PostgreSQL"):
         load_settings(bot_token="1:x", send_limiter="database")
     assert load_settings(bot_token="1:x").send_limiter == "auto"
+
+
+def test_the_function_locks_in_the_namespace_the_module_names() -> None:
+    from pathlib import Path
+
+    from bot.transport.shared_limits import LOCK_NAMESPACE
+
+    migration = Path(__file__).parents[2] / "bot/storage/migrations/versions/0012_scale_out.py"
+    assert f"pg_advisory_xact_lock({LOCK_NAMESPACE}, hashtext(k))" in migration.read_text(encoding="utf-8")
