@@ -34,7 +34,14 @@ from collections.abc import Callable, Hashable, Sequence
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, DOUBLE_PRECISION, INTEGER, TEXT
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from bot.transport.limits import LocalLimiter, Permit, Rate, Rule
 
@@ -119,6 +126,7 @@ class SharedLimiter:
         self._flusher: asyncio.Task[None] | None = None
         self._keep = 60.0  # the longest window seen: answered rows older than this are pruned
         self._last_prune = -math.inf
+        self._engine: AsyncEngine | None = None
         self.asks = 0  # database round trips of acquire, for tests and benchmarks
 
     # ---- RateLimiter
@@ -157,12 +165,21 @@ class SharedLimiter:
         turn.users += 1
         try:
             async with turn.lock:  # one asker per key set in this process; the others queue behind it
+                failures = 0
                 while True:
-                    if names == (SHARED_BY_ALL,):
-                        wait, ids = await self._try(ordered)
-                    else:
-                        async with self._asks:
+                    try:
+                        if names == (SHARED_BY_ALL,):
                             wait, ids = await self._try(ordered)
+                        else:
+                            async with self._asks:
+                                wait, ids = await self._try(ordered)
+                    except (DBAPIError, OSError) as exc:  # a dropped connection; the database down
+                        failures += 1
+                        if failures >= 3:
+                            raise
+                        log.warning("asking the shared send windows failed: %s", type(exc).__name__)
+                        await asyncio.sleep(0.1 * 2**failures)
+                        continue
                     if ids is not None:
                         return ids
                     await asyncio.sleep(wait)
@@ -172,9 +189,15 @@ class SharedLimiter:
                 del self._turns[names]
 
     def _connect(self) -> AsyncConnection:
-        engine = self.sessions.kw["bind"]
-        assert isinstance(engine, AsyncEngine)
-        return engine.connect()
+        if self._engine is None:
+            base = self.sessions.kw["bind"]
+            assert isinstance(base, AsyncEngine)
+            # A few connections of its own, in autocommit and without a ping at each checkout: one
+            # round trip per ask. A connection the database dropped fails its ask, which is retried.
+            self._engine = create_async_engine(
+                base.url, pool_size=MAX_ASKS + 2, max_overflow=2, pool_pre_ping=False,
+                isolation_level="AUTOCOMMIT", hide_parameters=True)
+        return self._engine.connect()
 
     async def _try(self, ordered: list[tuple[str, Hashable, Rate]]) -> tuple[float, list[int] | None]:
         params = {"keys": [k for k, _n, _r in ordered], "windows": [r.seconds for _k, _n, r in ordered],
@@ -183,7 +206,6 @@ class SharedLimiter:
         self.asks += 1
         # Autocommit: the function's statement is its own transaction, so its locks go at its end.
         async with self._connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             rows = {k: (slot, wait) for k, slot, wait in (await conn.execute(_TAKE, params)).all()}
             prune = self.clock() - self._last_prune >= PRUNE_EVERY
             if prune:
@@ -218,7 +240,6 @@ class SharedLimiter:
             given_back, self._given_back = self._given_back, []
             try:
                 async with self._connect() as conn:
-                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                     if answered:
                         await conn.execute(_ANSWERED, {"ids": answered})
                     if given_back:
@@ -237,7 +258,10 @@ class SharedLimiter:
                 delay *= 2
 
     async def close(self) -> None:
-        """Log what is still pending (at stop)."""
+        """Log what is still pending (at stop), then close the connections."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None

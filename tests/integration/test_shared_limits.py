@@ -129,6 +129,7 @@ async def test_a_place_left_by_a_dead_instance_expires(two_engines: tuple[AsyncE
     rule = [(("chat", 7), Rate(1, 0.2))]
     dead = SharedLimiter(make_session_factory(dead_engine), stale=1.0)
     await dead.acquire(rule)  # its holder dies before the answer: never done, never cancelled
+    await dead.close()
     await dead_engine.dispose()
     died = time.monotonic()
 
