@@ -48,10 +48,14 @@ SECRET = "fleet-test-secret_0123456789abcdefXYZ"
 WEBHOOK_PATH = "/telegram/webhook"  # the path deploy/haproxy.cfg lets through
 HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
 
-# Test timing: a lease of a second, timers swept twice a second, admin lists never cached, a meeting
-# "minute" lasting a second. Telegram's send limits stay at their defaults, as deployed.
+# Test timing: timers swept twice a second, admin lists never cached, a meeting "minute" lasting a
+# second, and a short outbox lease. Not the 1 s of the one-instance tests: a claim is renewed from
+# the outbox's loop, which turns about once a second, so with several instances a 1 s lease lapses
+# under load while its rows are still being sent and another instance sends them again.
+# Telegram's send limits stay at their defaults, as deployed.
+LEASE_SECONDS = 5.0
 FAST_ENV = {
-    "OUTBOX_LEASE_SECONDS": "1",
+    "OUTBOX_LEASE_SECONDS": str(LEASE_SECONDS),
     "SCHEDULER_SWEEP_SECONDS": "0.5",
     "ADMIN_CACHE_SECONDS": "0",
     "MEETING_MINUTE_SECONDS": "1",
