@@ -25,6 +25,8 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -158,5 +160,19 @@ async def main() -> int:
     return 0
 
 
+async def run() -> int:
+    # SIGTERM / SIGINT stop the fleet it started (its processes would outlive a plain exit).
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await main()
+    except asyncio.CancelledError:
+        print("bench.scale_out interrupted", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(main()))
+    raise SystemExit(asyncio.run(run()))
