@@ -227,19 +227,25 @@ async def test_200_claims_at_once_on_a_10_slot_task(tg: FakeTelegram, make_fleet
 
 
 async def test_notice_to_40_chats_one_copy_each_and_no_429(tg: FakeTelegram, make_fleet: FleetFactory) -> None:
-    """Telegram's limits are per bot: three instances sending a broadcast keep 30 a second between
-    them (the fake server answers 429 past any of its sliding windows)."""
+    """Telegram's limits are per bot: three instances keep 30 a second between them (the fake server
+    answers 429 past any of its sliding windows). While one instance's outbox sends the notice, 40
+    residents start the bot, so the other instances have answers to send at the same moment."""
     tg.enforce_limits = True
     fleet = await make_fleet()
     t = await town(tg, fleet, 40)  # type: ignore[arg-type]
+    residents = [tg.user(7000 + i, f"居民{i}") for i in range(40)]
     throttled_before = len(tg.throttled)
     since = tg.mark()
     tg.send(t.sec, tg.private_chat(t.sec), "/notice all 明天上午9点至12点停水，请提前储水。")
+    for u in residents:
+        tg.send(u, tg.private_chat(u), "/start")
     await tg.wait_text(t.sec_chat, "已送达 40/40", timeout=90, since=since)
     await fleet.settle()
     assert {g["title"]: copies(tg, g["id"], "通知 #1") for g in t.groups} == {g["title"]: 1 for g in t.groups}
+    answers = Counter(r.chat_id for r in tg.sent[since:] if r.method == "sendMessage")
+    assert {u["id"]: answers[u["id"]] for u in residents} == {u["id"]: 1 for u in residents}
     assert len(tg.throttled) == throttled_before, (
-        f"{len(tg.throttled) - throttled_before} answers of 429 during the notice "
+        f"{len(tg.throttled) - throttled_before} answers of 429 during the notice and the answers "
         f"({throttled_before} while the 40 groups were set up)")
 
 
