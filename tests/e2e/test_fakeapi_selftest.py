@@ -567,3 +567,61 @@ async def test_bot_membership_and_privacy_mode(http: aiohttp.ClientSession) -> N
         tg.remove_bot(group, by=alice, status="kicked")
         status, body = await call(http, tg, "sendMessage", chat_id=group["id"], text="x")
         assert status == 403 and body["description"] == "Forbidden: bot was kicked from the supergroup chat"
+
+
+async def test_parallel_webhook_pushes_keep_each_chat_in_order(http: aiohttp.ClientSession) -> None:
+    """push_connections > 1: pushes to different chats overlap (up to the webhook's max_connections),
+    a chat's next update waits for the 200 of the one before, and a refused push comes again."""
+    from aiohttp import web
+
+    arrivals: list[tuple[int, int, str]] = []  # (update_id, chat, "in"/"out")
+    refused_once: set[int] = set()
+
+    async def hook(request: web.Request) -> web.Response:
+        update = await request.json()
+        chat = update["message"]["chat"]["id"]
+        arrivals.append((update["update_id"], chat, "in"))
+        await asyncio.sleep(0.1)  # slow enough that parallel pushes overlap
+        arrivals.append((update["update_id"], chat, "out"))
+        if update["update_id"] == 3 and 3 not in refused_once:
+            refused_once.add(3)
+            return web.Response(status=503)
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    port = sock.getsockname()[1]
+    try:
+        async with FakeTelegram(token=TOKEN, push_connections=8) as tg:
+            users = [tg.user(300 + i, f"u{i}") for i in range(4)]
+            tg.push_paused = True
+            for round_ in range(3):  # three updates in each of four chats
+                for u in users:
+                    tg.send(u, tg.private_chat(u), f"m{round_}")
+            assert (await call(http, tg, "setWebhook", url=f"http://127.0.0.1:{port}/hook",
+                               max_connections=3))[0] == 200
+            tg.push_paused = False
+            await tg.idle(quiet=0.3, timeout=15)
+            assert not tg.updates
+        delivered = [uid for uid, status in tg.pushes if status == 200]
+        assert sorted(delivered) == list(range(1, 13))
+        assert (3, 503) in tg.pushes  # refused once, then pushed again
+        # At most max_connections (3) in flight at once, and more than one at some point.
+        depth, most = 0, 0
+        for _, _, edge in arrivals:
+            depth += 1 if edge == "in" else -1
+            most = max(most, depth)
+        assert 1 < most <= 3
+        # Each chat: one at a time, in update order (the refused one again before the next).
+        for u in users:
+            seq = [(uid, edge) for uid, chat, edge in arrivals if chat == u["id"]]
+            assert all(seq[i][1] == ("in" if i % 2 == 0 else "out") for i in range(len(seq))), seq
+            ins = [uid for uid, edge in seq if edge == "in"]
+            assert ins == sorted(ins)
+    finally:
+        await runner.cleanup()

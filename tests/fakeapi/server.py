@@ -100,6 +100,7 @@ class FakeTelegram(BotMethods):
         enforce_limits: bool = False,
         limits: Limits | None = None,
         privacy_mode: bool = False,
+        push_connections: int = 1,
     ):
         super().__init__(token, privacy_mode=privacy_mode)
         self.enforce_limits = enforce_limits
@@ -122,6 +123,11 @@ class FakeTelegram(BotMethods):
         # the bot set; one not answered 200 is pushed again (as Telegram retries).
         self.pushes: list[tuple[int, int | None]] = []  # (update_id, HTTP status or None) per push
         self.push_paused = False
+        # Telegram opens up to the webhook's max_connections at once; 1 (the default) keeps one
+        # push at a time. With more, a chat's updates still go one at a time (see _queue_of).
+        self.push_connections = push_connections
+        self._pushing: dict[Any, int] = {}  # queue -> update_id in flight
+        self._retry_at: dict[int, float] = {}  # update_id -> when a refused push may go again
         self._pusher: asyncio.Task[None] | None = None
         self.base_url = ""
         self.port = 0
@@ -414,6 +420,9 @@ class FakeTelegram(BotMethods):
 
     async def _push_loop(self) -> None:
         while not self._closing:
+            if self.push_connections > 1:  # a test may widen it after the start
+                await self._push_parallel()
+                return
             waiter = self._update_event
             # Only to this machine: a test never makes the fake reach out to the internet.
             local = self.webhook_url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
@@ -438,6 +447,100 @@ class FakeTelegram(BotMethods):
                 await asyncio.wait_for(waiter.wait(), timeout=0.2)
             except TimeoutError:
                 pass
+
+    @staticmethod
+    def _queue_of(update: dict[str, Any]) -> tuple[str, Any]:
+        """The queue an update waits in, as the Bot API server's webhook keeps them (telegram-bot-api,
+        Client.cpp: `webhook_queue_id`): a chat's messages and the bot's own membership changes per
+        chat, button presses and others' membership changes per user. The next update of a queue
+        is pushed only after the previous one was answered 200; different queues go in parallel."""
+        if "callback_query" in update:
+            return ("user", update["callback_query"]["from"]["id"])
+        if "chat_member" in update:
+            return ("member", update["chat_member"]["new_chat_member"]["user"]["id"])
+        for kind in ("message", "edited_message", "my_chat_member", "channel_post", "edited_channel_post"):
+            if kind in update:
+                return ("chat", update[kind]["chat"]["id"])
+        return ("update", update["update_id"])
+
+    def _ready_pushes(self, room: int) -> list[dict[str, Any]]:
+        """Up to `room` updates that may be pushed now: the head of each queue not in flight."""
+        if room <= 0:
+            return []
+        allowed = self._allowed()
+        now = time.monotonic()
+        seen: set[tuple[str, Any]] = set()
+        ready: list[dict[str, Any]] = []
+        dropped: list[dict[str, Any]] = []
+        for u in self.updates:
+            if next(k for k in u if k != "update_id") not in allowed:
+                dropped.append(u)
+                continue
+            queue = self._queue_of(u)
+            if queue in seen:
+                continue
+            seen.add(queue)
+            if queue in self._pushing or self._retry_at.get(u["update_id"], 0.0) > now:
+                continue
+            ready.append(u)
+            if len(ready) >= room:
+                break
+        if dropped:
+            self.dropped_updates.extend(dropped)
+            gone = {id(u) for u in dropped}
+            self.updates[:] = [u for u in self.updates if id(u) not in gone]
+        return ready
+
+    async def _push_parallel(self) -> None:
+        """Up to min(push_connections, the webhook's max_connections) pushes at once, over kept-alive
+        connections, each queue in order (see _queue_of)."""
+        tasks: set[asyncio.Task[None]] = set()
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        try:
+            while not self._closing:
+                waiter = self._update_event
+                local = self.webhook_url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
+                if self.webhook_url and local and not self.push_paused:
+                    width = min(self.push_connections, int(self.webhook_params.get("max_connections") or 40))
+                    for update in self._ready_pushes(width - len(self._pushing)):
+                        self._pushing[self._queue_of(update)] = update["update_id"]
+                        task = asyncio.create_task(self._push_one(session, update))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                try:
+                    await asyncio.wait_for(waiter.wait(), timeout=0.05 if self._retry_at else 0.2)
+                except TimeoutError:
+                    pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await session.close()
+
+    async def _push_one(self, session: aiohttp.ClientSession, update: dict[str, Any]) -> None:
+        uid = update["update_id"]
+        headers = {"Content-Type": "application/json"}
+        if secret := self.webhook_params.get("secret_token"):
+            headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+        status: int | None
+        try:
+            async with session.post(self.webhook_url, data=json.dumps(update).encode(), headers=headers,
+                                    timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = None
+        finally:
+            self._pushing.pop(self._queue_of(update), None)
+        self.pushes.append((uid, status))
+        if status == 200:
+            self._retry_at.pop(uid, None)
+            self.updates[:] = [u for u in self.updates if u["update_id"] != uid]
+            self.max_delivered = max(self.max_delivered, uid)
+            self._last_activity = time.monotonic()
+        else:
+            self._retry_at[uid] = time.monotonic() + 0.2  # Telegram retries later
+        self._wake()  # the queue's next update may go now
 
     # ------------------------------------------------------------------ rate limits
 
@@ -514,8 +617,10 @@ class FakeTelegram(BotMethods):
         deadline = time.monotonic() + timeout
         while True:
             now = time.monotonic()
-            pending = [u for u in self.updates if u["update_id"] > self.max_delivered]
-            if not pending and self._inflight == 0 and now - self._last_activity >= quiet:
+            # Pushed in parallel, an update refused once may wait behind a later one already delivered.
+            pending = (list(self.updates) if self.push_connections > 1 and self.webhook_url
+                       else [u for u in self.updates if u["update_id"] > self.max_delivered])
+            if not pending and not self._pushing and self._inflight == 0 and now - self._last_activity >= quiet:
                 return
             if now > deadline:
                 raise AssertionError(
