@@ -1,4 +1,4 @@
-"""/export: the month's ledger as an .xlsx workbook, written with XlsxWriter (constant_memory): memory stays flat.
+"""/export: the month's ledger as an .xlsx workbook (XlsxWriter, constant_memory): memory stays flat.
 
 Sheets: 诉求 (each demand with its timeline as text), 任务 (claimers, hours, points), 会议
 (attendance), 三率 (the month's rates with their fractions), then any sheet another capability
@@ -9,19 +9,23 @@ The 诉求 sheet's columns are `LedgerService.demand_columns`, a list another ca
 to (`DemandColumn(header_key, width, value)`; `value(row)` reads a `DemandRow`; a column may also
 give `many(page)`, the values of a whole `DemandPage` at once, which the default ones do).
 
-XlsxWriter in constant_memory mode: each row goes to the sheet's temporary file as it is written
-(nothing of the month is held), strings inline, formats made once. The 诉求 sheet is read in keyset
-pages of 2,000 Core rows; a page's cells are built column by column (a list comprehension each,
-date columns straight to Excel's serial numbers in a date-formatted column) and written a row at
-a time (`write_row`) in a worker thread while the next page is read. XlsxWriter's own per-cell
-work is most of a 100,000-demand export's time (bench/stats.py --export-only).
+Two processes share the work. Here (the bot): the 诉求 sheet is read in keyset pages of 2,000 Core
+rows, and a page's cells are built column by column (a list comprehension each, date columns
+straight to Excel's serial numbers in a date-formatted column) in a worker thread while the next
+page is read. A child process (bot/services/ledger_workbook.py) gets the pages down a pipe and
+writes them with XlsxWriter, whose per-cell work is most of a large export's CPU: on another core,
+overlapped with the reading, and never on the bot's event loop (bench/stats.py --export-only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
-import re
+import os
+import pickle
+import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,14 +33,22 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import xlsxwriter
 from sqlalchemy import DateTime, and_, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.ledger import Period
+from bot.services.ledger_workbook import (
+    DAY_FORMAT,
+    FRAME,
+    PERCENT_FORMAT,
+    TIME_FORMAT,
+    Styled,
+)
+from bot.services.ledger_workbook import sane as _sane
 from bot.storage.models import (
     Community,
     Demand,
@@ -55,16 +67,12 @@ if TYPE_CHECKING:
     from bot.services.ledger import LedgerService
 
 BATCH = 2000
-PERCENT_FORMAT = "0.0%"
 MAX_CELL = 32000  # Excel holds at most 32,767 characters in a cell
-DATE_FORMAT = "yyyy-mm-dd h:mm:ss"  # what openpyxl gives a datetime cell: readers see the same cells
-DAY_FORMAT = "yyyy-mm-dd"
-TIME_FORMAT = "h:mm:ss"
 _EPOCH = datetime(1899, 12, 30)  # Excel's day 0 for every date after 1900-02-28
 _DAY = timedelta(days=1)
-_PIXELS = 7  # XlsxWriter's width of a digit: a width of n characters is n × 7 pixels
-_BAD_TITLE = re.compile(r"[\[\]:*?/\\]")
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff]")
+log = logging.getLogger("linli.ledger")
+# The checkout the writer child imports from, however the bot was started (PYTHONPATH).
+_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def plain(value: object) -> str:
@@ -220,18 +228,6 @@ def _display(first: str | None, last: str | None, username: str | None, uid: int
     return name or (f"@{username}" if username else str(uid))
 
 
-class Styled(NamedTuple):
-    """A value written with a number format of its own (`_Sheet.cell(value, fmt)`)."""
-
-    value: Any
-    fmt: str
-
-
-def _sane(text: str) -> str:
-    """A lone surrogate (possible in text stored from a client) as "?": the sheet files are UTF-8."""
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
 def _sane_column(values: list[Any]) -> list[Any]:
     """A page's column as it is, unless one of its strings cannot be UTF-8 (checked once, in C)."""
     try:
@@ -241,94 +237,153 @@ def _sane_column(values: list[Any]) -> list[Any]:
     return values
 
 
+class WriterFailed(RuntimeError):
+    """The workbook's child process failed (its last words are the message)."""
+
+
 class _Book:
-    """The workbook: XlsxWriter in constant_memory mode writing into `fh`; formats made once."""
+    """The workbook, written by a child process (bot/services/ledger_workbook.py) on another core.
 
-    def __init__(self, fh: Any) -> None:
-        self.wb = xlsxwriter.Workbook(fh, {
-            "constant_memory": True,  # each row goes to the sheet's temporary file as it is written
-            "in_memory": False,
-            "tmpdir": tempfile.gettempdir(),
-            # Text is text: no formulas, numbers or links made of what a resident typed.
-            "strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False,
-            "nan_inf_to_errors": True,
-            "default_date_format": DATE_FORMAT,  # a datetime cell written without a format gets it
-        })
-        self.wb.use_zip64()  # a month past 4 GiB of XML never fails the zip
-        self.bold = self.wb.add_format({"bold": True})
-        self.formats: dict[str, Any] = {}
-        self.titles: set[str] = set()
+    Sheets and rows are messages, buffered here and sent a frame at a time down the child's standard
+    input; the pipe's back-pressure (drain) keeps the bot at most a page or two ahead of the writer,
+    so memory stays flat on both sides. The workbook comes back on the child's standard output.
+    """
 
-    def format(self, fmt: str) -> Any:
-        """The Format of a number format, made on first use."""
-        f = self.formats.get(fmt)
-        if f is None:
-            f = self.formats[fmt] = self.wb.add_format({"num_format": fmt})
-        return f
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.messages: list[tuple[Any, ...]] = []
+        self.rows: list[Any] = []  # the current sheet's rows not yet in a message
+        self._out: asyncio.Future[bytes] | None = None
+        self._err: asyncio.Future[bytes] | None = None
+        self.tmpdir: str | None = None
 
-    def title(self, title: str) -> str:
-        """A valid, unique sheet name: forbidden characters replaced, at most 31 characters, and a
-        repeated name numbered (as openpyxl does)."""
-        title = _BAD_TITLE.sub("_", _CONTROL.sub("", _sane(title))).strip("'")[:31] or "Sheet"
-        base, n = title, 1
-        while title.lower() in self.titles:
-            suffix = str(n)
-            title, n = base[:31 - len(suffix)] + suffix, n + 1
-        self.titles.add(title.lower())
-        return title
+    async def start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        self.tmpdir = tempfile.mkdtemp(prefix="linli-export-")  # the child's temporary files
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.services.ledger_workbook", self.tmpdir, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        # Both read from the start: a pipe left unread would stall the child.
+        self._out = asyncio.ensure_future(self._read_out(self.proc.stdout))
+        self._err = asyncio.ensure_future(self.proc.stderr.read())
 
-    def close(self) -> None:
-        if not self.titles:
-            self.wb.add_worksheet()
-        self.wb.close()
+    @staticmethod
+    async def _read_out(stream: asyncio.StreamReader) -> bytes:
+        """The workbook, by way of an unnamed temporary file: one buffer of its size at the end, not
+        the chunks and their join side by side."""
+        with tempfile.TemporaryFile() as fh:
+            while chunk := await stream.read(1 << 20):
+                fh.write(chunk)
+            fh.seek(0)
+            return fh.read()
+
+    @staticmethod
+    def frame(messages: list[tuple[Any, ...]]) -> bytes:
+        """Messages as one frame (also built in a worker thread: it touches nothing of the book)."""
+        body = pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
+        return FRAME.pack(len(body)) + body
+
+    def _end_rows(self) -> None:
+        if self.rows:
+            self.messages.append(("rows", self.rows))
+            self.rows = []
+
+    def add_sheet(self, message: tuple[Any, ...]) -> None:
+        self._end_rows()  # the rows so far are the previous sheet's
+        self.messages.append(message)
+
+    async def send(self, frame: bytes) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(frame)
+            await self.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise await self._failed() from e
+
+    async def flush(self) -> None:
+        self._end_rows()
+        messages, self.messages = self.messages, []
+        if messages:
+            await self.send(self.frame(messages))
+
+    async def pump(self) -> None:
+        """Send the buffered rows once they are a page: a long sheet part never piles up here."""
+        if len(self.rows) >= BATCH:
+            await self.flush()
+
+    async def close(self) -> bytes:
+        """The workbook's bytes, once the child has zipped it."""
+        assert self.proc is not None and self._out is not None and self.proc.stdin is not None
+        self._end_rows()  # the last sheet's rows before the close
+        self.messages.append(("close",))
+        await self.flush()
+        self.proc.stdin.close()
+        data = await self._out
+        if await self.proc.wait() != 0:
+            raise await self._failed()
+        return data
+
+    async def _failed(self) -> WriterFailed:
+        assert self.proc is not None and self._err is not None
+        code = await self.proc.wait()
+        text = (await self._err).decode("utf-8", "replace").strip()
+        log.error("workbook writer exited %s:\n%s", code, text)
+        lines = text.splitlines()
+        return WriterFailed(f"workbook writer exited {code}: {lines[-1] if lines else 'no message'}")
+
+    async def abort(self) -> None:
+        """End the child if it still runs (an error or a cancelled export) and leave nothing behind.
+        (Should the bot itself be killed, the child reads the end of its input and cleans up.)"""
+        proc = self.proc
+        try:
+            if proc is not None and proc.returncode is None:
+                try:
+                    proc.kill()
+                except ProcessLookupError:
+                    pass
+                await proc.wait()
+            for f in (self._out, self._err):
+                if f is not None and not f.done():
+                    f.cancel()
+                if f is not None:
+                    await asyncio.gather(f, return_exceptions=True)
+        finally:
+            if self.tmpdir is not None:
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 class _Sheet:
-    """A constant-memory sheet: bold frozen header, set widths, dates formatted."""
+    """A sheet of the workbook: bold frozen header, set widths, dates formatted (by the child);
+    here, each row's values made what a cell takes."""
 
     def __init__(self, book: _Book, title: str, headers: list[str], widths: list[float],
                  tz: ZoneInfo | None = None, dates: frozenset[int] = frozenset()) -> None:
         self.tz = tz
         self.book = book
-        self.ws = ws = book.wb.add_worksheet(book.title(title))
-        for i, w in enumerate(widths):
-            if w:
-                # Read back as w (set_column would add a padding). A date column's format is the
-                # cells' own when a serial number is written without one (`dates`: column indexes).
-                ws.set_column_pixels(i, i, w * _PIXELS, book.format(DATE_FORMAT) if i in dates else None)
-        # Values other than str, int, float, bool, datetime, None: a handler of XlsxWriter's each.
-        ws.add_write_handler(Html, lambda ws, r, c, v, fmt=None: ws.write_string(r, c, plain(v)[:MAX_CELL], fmt))
-        ws.add_write_handler(Styled, self._styled)
-        self.headed = 1 if headers else 0
-        if headers:
-            ws.freeze_panes(1, 0)
-            ws.write_row(0, 0, [_sane(h) for h in headers], book.bold)
-        self.next = self.headed  # the sheet row the next append writes
-
-    @property
-    def rows(self) -> int:
-        return self.next - self.headed  # not the header
+        book.add_sheet(("sheet", title, list(headers), list(widths), tuple(sorted(dates))))
+        self.rows = 0  # not the header
 
     def cell(self, value: Any, fmt: str | None = None) -> Any:
         """A value as it goes in a cell: `fmt` a number format of its own (e.g. PERCENT_FORMAT)."""
         return Styled(value, fmt) if fmt is not None and value is not None else value
 
-    def _styled(self, ws: Any, r: int, c: int, v: Styled, fmt: Any = None) -> int:
-        value = self.clean(v.value)
-        if value.__class__ is Styled:  # a date's own format: the one asked for wins
-            value = value.value
-        return ws.write(r, c, value, self.book.format(v.fmt))
-
     def clean(self, v: Any) -> Any:
         """Any value as XlsxWriter takes it: an aware time as the zone's wall time, a date as a date
-        cell, a string valid and short enough, an unknown type as its text."""
+        cell, a string valid and short enough, catalog HTML as its text, an unknown type as its text."""
         t = v.__class__
-        if v is None or t is int or t is bool or t is Html or t is Styled:
+        if v is None or t is int or t is bool:
             return v
         if t is float:
             return v if math.isfinite(v) else str(v)
         if t is str:
             return _sane(v[:MAX_CELL])
+        if t is Html:
+            return _sane(plain(v)[:MAX_CELL])
+        if t is Styled:
+            inner = self.clean(v.value)
+            return Styled(inner.value if inner.__class__ is Styled else inner, v.fmt)  # the asked format wins
         if isinstance(v, datetime):
             if v.tzinfo is not None:
                 v = (v.astimezone(self.tz) if self.tz else v).replace(tzinfo=None)
@@ -337,23 +392,26 @@ class _Sheet:
             return Styled(v, DAY_FORMAT)
         if isinstance(v, (time, timedelta)):
             return Styled(v, TIME_FORMAT)
-        if isinstance(v, (int, float, Decimal, Fraction, Html, str)):
+        if isinstance(v, (Decimal, Fraction)):
             return v
+        # A subclass (an enum, ...) as its plain value: the child need not import its class.
+        if isinstance(v, int):
+            return int(v)
+        if isinstance(v, float):
+            return self.clean(float(v))
+        if isinstance(v, str):
+            return _sane(str.__str__(v)[:MAX_CELL])
         return _sane(str(v)[:MAX_CELL])
 
     def append(self, values: list[Any]) -> None:
         clean = self.clean
-        self.ws.write_row(self.next, 0, [clean(v) for v in values])
-        self.next += 1
+        self.book.rows.append([clean(v) for v in values])
+        self.rows += 1
 
     def append_many(self, rows: list[Any]) -> None:
-        """Rows already clean (str, int, float, naive datetime, None, Html, Styled): a write_row each."""
-        write_row = self.ws.write_row
-        r = self.next
-        for values in rows:
-            write_row(r, 0, values)
-            r += 1
-        self.next = r
+        """Rows already clean (as `clean` makes them)."""
+        self.book.rows.extend(rows)
+        self.rows += len(rows)
 
 
 async def build_workbook(ledger: LedgerService, s: AsyncSession, community: Community, p: Period,
@@ -361,26 +419,25 @@ async def build_workbook(ledger: LedgerService, s: AsyncSession, community: Comm
     """The workbook's bytes and how many demands it lists."""
     tr = Translator(locale)
     tz = ZoneInfo(community.timezone)
-    # Spooled: a big workbook goes to a temporary file while it is zipped, not a growing buffer.
-    with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as fh:
-        book = _Book(fh)
-        try:
-            count = await _demands_sheet(ledger, s, book, community, p, tr, tz)
-            await _tasks_sheet(s, book, community, p, tr, tz)
-            await _meetings_sheet(ledger, s, book, community, p, tr, tz)
-            await _rates_sheet(ledger, s, book, community, p, tr)
-            from bot.services.ledger import iterate_rows
+    book = _Book()
+    await book.start()  # the child starts while the first page is read
+    try:
+        count = await _demands_sheet(ledger, s, book, community, p, tr, tz)
+        await _tasks_sheet(s, book, community, p, tr, tz)
+        await _meetings_sheet(ledger, s, book, community, p, tr, tz)
+        await _rates_sheet(ledger, s, book, community, p, tr)
+        from bot.services.ledger import iterate_rows
 
-            for part in ledger.sheet_parts:
-                headers = [str(h) for h in part.headers(locale)]
-                sheet = _Sheet(book, part.title(locale), headers,
-                               [max(10.0, min(40.0, len(h) * 2.2)) for h in headers], tz)
-                async for row in iterate_rows(part.rows(s, community.id, p.start, p.end, locale)):
-                    sheet.append(row)
-        finally:
-            await asyncio.to_thread(book.close)  # the zip, off the event loop (also on an error: temp files)
-        fh.seek(0)
-        data = fh.read()
+        for part in ledger.sheet_parts:
+            headers = [str(h) for h in part.headers(locale)]
+            sheet = _Sheet(book, part.title(locale), headers,
+                           [max(10.0, min(40.0, len(h) * 2.2)) for h in headers], tz)
+            async for row in iterate_rows(part.rows(s, community.id, p.start, p.end, locale)):
+                sheet.append(row)
+                await book.pump()
+        data = await book.close()
+    finally:
+        await book.abort()  # an error or a cancelled export: the child ended, not left writing
     return data, count
 
 
@@ -389,6 +446,7 @@ async def _demands_sheet(ledger: LedgerService, s: AsyncSession, book: _Book, co
     columns = list(ledger.demand_columns)
     sheet = _Sheet(book, plain(tr("ledger_sheet_demands")), [plain(tr(c.header_key)) for c in columns],
                    [c.width for c in columns], tz, frozenset(i for i, c in enumerate(columns) if c.raw and c.dates))
+    await book.flush()  # the sheet before its pages
     clean = sheet.clean
     d = Demand.__table__
     query = (select(*d.c, User.first_name.label("_first"), User.last_name.label("_last"),
@@ -413,53 +471,59 @@ async def _demands_sheet(ledger: LedgerService, s: AsyncSession, book: _Book, co
             d.c.filed_at >= after[0], or_(d.c.filed_at > after[0], and_(d.c.filed_at == after[0], d.c.id > after[1])))
         return list(await conn.execute(q))
 
+    def timelines(event_rows: list[Any]) -> dict[int, list[str]]:
+        events: dict[int, list[str]] = {}
+        for demand_id, at, action, note in event_rows:
+            what = acts.get(action)
+            if what is None:
+                what = acts[action] = plain(tr(f"act_{action}"))
+            stamp = stamps.get(at)
+            if stamp is None:
+                if len(stamps) > 4096:
+                    stamps.clear()
+                aware = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+                stamp = stamps[at] = f"{aware.astimezone(tz):%Y-%m-%d %H:%M} "
+            line = stamp + what
+            lines = events.get(demand_id)
+            if lines is None:
+                lines = events[demand_id] = []
+            lines.append(f"{line}：{note}" if note else line)
+        return events
+
+    def shape(rows: list[Any], event_rows: list[Any]) -> bytes:
+        """A page as one frame of cells: column by column (a list comprehension each, or the column's
+        value() a row), then rows."""
+        events = timelines(event_rows)
+        page = DemandPage(rows, [_display(d._first, d._last, d._username, d.assignee_id) for d in rows],
+                          ["\n".join(events.get(d.id, ())) for d in rows], tz, tr, names)
+        cells = [c.many(page) if c.many is not None else [c.value(r) for r in page.rows()] for c in columns]
+        # A column another capability added: each value made one XlsxWriter takes; every column: a
+        # lone surrogate made "?" (one check a column, most pages pass it).
+        cells = [_sane_column(v if c.raw else [clean(x) for x in v]) for c, v in zip(columns, cells, strict=True)]
+        return book.frame([("rows", list(zip(*cells, strict=True)) if cells else [() for _ in rows])])
+
+    async def send(rows: list[Any], event_rows: list[Any]) -> None:
+        # The page's Python work off the event loop (while the next page is read), then down the pipe.
+        await book.send(await asyncio.to_thread(shape, rows, event_rows))
+
     count = 0
     pending: asyncio.Future[Any] | None = None
     try:
         rows = await batch(None)
         while rows:
-            ids = [r.id for r in rows]
-            events: dict[int, list[str]] = {}
-            for demand_id, at, action, note in await conn.execute(
-                    events_query.where(DemandEvent.demand_id.in_(ids))):
-                what = acts.get(action)
-                if what is None:
-                    what = acts[action] = plain(tr(f"act_{action}"))
-                stamp = stamps.get(at)
-                if stamp is None:
-                    if len(stamps) > 4096:
-                        stamps.clear()
-                    aware = at.replace(tzinfo=UTC) if at.tzinfo is None else at
-                    stamp = stamps[at] = f"{aware.astimezone(tz):%Y-%m-%d %H:%M} "
-                line = stamp + what
-                lines = events.get(demand_id)
-                if lines is None:
-                    lines = events[demand_id] = []
-                lines.append(f"{line}：{note}" if note else line)
+            event_rows = list(await conn.execute(events_query.where(DemandEvent.demand_id.in_([r.id for r in rows]))))
             if pending is not None:
                 await pending
             last = rows[-1]
-
-            def write(rows: list[Any] = rows, events: dict[int, list[str]] = events) -> None:
-                page = DemandPage(rows, [_display(d._first, d._last, d._username, d.assignee_id) for d in rows],
-                                  ["\n".join(events.get(d.id, ())) for d in rows], tz, tr, names)
-                # Column by column: a list comprehension each (or the column's value() a row), then rows.
-                cells = [c.many(page) if c.many is not None else [c.value(r) for r in page.rows()]
-                         for c in columns]
-                # A column another capability added: each value made one XlsxWriter takes; every
-                # column: a lone surrogate made "?" (one check a column, most pages pass it).
-                cells = [_sane_column(v if c.raw else [clean(x) for x in v]) for c, v in zip(columns, cells, strict=True)]
-                sheet.append_many(list(zip(*cells, strict=True)) if cells else [[] for _ in rows])
-
-            # The cells and their XML off the event loop, while the next page is read.
-            pending = asyncio.ensure_future(asyncio.to_thread(write))
+            pending = asyncio.ensure_future(send(rows, event_rows))
             count += len(rows)
             rows = await batch((last.filed_at, last.id)) if len(rows) == BATCH else []
     finally:
-        if pending is not None:  # never leave the writer running into the next sheet or the close
+        if pending is not None:  # never leave a page half-sent into the next sheet or the close
             await asyncio.gather(pending, return_exceptions=True)
     if pending is not None:
         pending.result()  # its error, if it had one
+    sheet.rows = count
     if not count:
         sheet.append([plain(tr("ledger_export_empty", month=p.label))])
     return count

@@ -4,7 +4,10 @@ periods get a clear reply and change nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import signal
 
 import pytest
 from openpyxl import load_workbook
@@ -78,3 +81,43 @@ async def test_residents_are_refused_and_bad_input_is_explained(tg: FakeTelegram
     await tg.wait_text(res, "私聊", since=since)
     await bot.settle()
     assert not [r for r in tg.sent if r.method in ("sendPhoto", "sendDocument")]
+
+
+@pytest.mark.both_databases
+async def test_others_are_answered_while_an_export_is_being_written(
+        tg: FakeTelegram, bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workbook is written by a process of its own: held stopped (SIGSTOP) from its start, so the
+    export cannot finish, the bot still answers another chat and files its demand; let go, the
+    workbook arrives, whole."""
+    from bot.services import ledger_export
+
+    writers: list[int] = []
+    held = asyncio.Event()
+    start = ledger_export._Book.start
+
+    async def start_held(book: ledger_export._Book) -> None:
+        await start(book)
+        assert book.proc is not None
+        os.kill(book.proc.pid, signal.SIGSTOP)
+        writers.append(book.proc.pid)
+        held.set()
+
+    monkeypatch.setattr(ledger_export._Book, "start", start_held)
+    w = await community(tg, bot)
+    sec, res, res_user = w["sec"], w["res"], w["res_user"]
+    tg.send(res_user, res, "/demand 3号楼电梯坏了")
+    await tg.wait_text(res, "#1")
+    await bot.settle()
+    try:
+        since = tg.mark()
+        tg.send(sec, tg.private_chat(sec), "/export")
+        await asyncio.wait_for(held.wait(), 15)
+        tg.send(res_user, res, "/demand 5号楼路灯不亮")
+        await tg.wait_text(res, "#2", since=since)
+        assert not [r for r in tg.sent[since:] if r.method == "sendDocument"]  # the export still waits
+    finally:
+        for pid in writers:
+            os.kill(pid, signal.SIGCONT)
+    doc = await tg.wait_for(lambda r: r.method == "sendDocument" and r.chat_id == sec["id"], 15, since=since)
+    rows = list(load_workbook(io.BytesIO(doc.document_bytes or b""))["诉求"].iter_rows(min_row=2, values_only=True))
+    assert [r[6] for r in rows][:1] == ["3号楼电梯坏了"]

@@ -1,8 +1,10 @@
-"""/export's workbook writer (XlsxWriter, constant memory): what a reader finds, read back with openpyxl."""
+"""/export's workbook: the bot's side (_Book, _Sheet) and the writer process (XlsxWriter, constant
+memory, bot/services/ledger_workbook.py) it drives; what a reader finds, read back with openpyxl."""
 
 from __future__ import annotations
 
 import io
+import os
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -10,19 +12,23 @@ from zoneinfo import ZoneInfo
 import pytest
 from openpyxl import load_workbook
 
-from bot.services.ledger_export import _DAY, _EPOCH, DATE_FORMAT, PERCENT_FORMAT, _Book, _Sheet
+from bot.services.ledger_export import _DAY, _EPOCH, WriterFailed, _Book, _Sheet
+from bot.services.ledger_workbook import DATE_FORMAT, PERCENT_FORMAT, serve
 from bot.ui.html import Html
 
 
-def build(write) -> bytes:  # type: ignore[no-untyped-def]
-    fh = io.BytesIO()
-    book = _Book(fh)
-    write(book)
-    book.close()
-    return fh.getvalue()
+async def build(write) -> bytes:  # type: ignore[no-untyped-def]
+    """The workbook `write(book)` describes, written by a real writer process."""
+    book = _Book()
+    await book.start()
+    try:
+        write(book)
+        return await book.close()
+    finally:
+        await book.abort()
 
 
-def test_values_types_formats_and_layout_read_back() -> None:
+async def test_values_types_formats_and_layout_read_back() -> None:
     tz = ZoneInfo("Asia/Shanghai")
 
     def write(book: _Book) -> None:
@@ -43,7 +49,7 @@ def test_values_types_formats_and_layout_read_back() -> None:
         s2 = _Sheet(book, "三率", [], [16, 10])
         s2.append(["响应率", s2.cell(5 / 9, PERCENT_FORMAT)])
 
-    wb = load_workbook(io.BytesIO(build(write)))
+    wb = load_workbook(io.BytesIO(await build(write)))
     assert wb.sheetnames == ["诉求", "三率"]
     ws = wb["诉求"]
     assert ws.freeze_panes == "A2"
@@ -71,7 +77,7 @@ def test_values_types_formats_and_layout_read_back() -> None:
     assert wb["三率"].cell(row=1, column=2).number_format == "0.0%"
 
 
-def test_a_page_of_rows_with_a_date_column_of_serial_numbers() -> None:
+async def test_a_page_of_rows_with_a_date_column_of_serial_numbers() -> None:
     """The 诉求 sheet's fast path: whole rows, a date column's cells numbers in its date format."""
     when = [datetime(2026, 5, 1, 8, 0), None, datetime(2026, 5, 31, 23, 59)]
 
@@ -82,7 +88,7 @@ def test_a_page_of_rows_with_a_date_column_of_serial_numbers() -> None:
         s.append_many([[4, None, None]])
         assert s.rows == 4
 
-    ws = load_workbook(io.BytesIO(build(write)))["诉求"]
+    ws = load_workbook(io.BytesIO(await build(write)))["诉求"]
     assert list(ws.iter_rows(values_only=True)) == [
         ("编号", "提交时间", "内容"), (1, when[0], "第1条"), (2, None, "第2条"), (3, when[2], "第3条"),
         (4, None, None)]
@@ -90,33 +96,33 @@ def test_a_page_of_rows_with_a_date_column_of_serial_numbers() -> None:
     assert not ws.cell(row=2, column=1).is_date and ws.column_dimensions["B"].width == 18
 
 
-def test_sheet_titles_are_made_valid_and_unique() -> None:
+async def test_sheet_titles_are_made_valid_and_unique() -> None:
     def write(book: _Book) -> None:
         for title in ("议事", "议事", "a/b:c*d?[e]", "x" * 40, "x" * 40, "'q'", ""):
             _Sheet(book, title, [], [])
 
-    assert load_workbook(io.BytesIO(build(write))).sheetnames == [
+    assert load_workbook(io.BytesIO(await build(write))).sheetnames == [
         "议事", "议事1", "a_b_c_d__e_", "x" * 31, "x" * 30 + "1", "q", "Sheet"]
 
 
-def test_an_empty_book_still_has_a_sheet() -> None:
-    assert len(load_workbook(io.BytesIO(build(lambda book: None))).sheetnames) == 1
+async def test_an_empty_book_still_has_a_sheet() -> None:
+    assert len(load_workbook(io.BytesIO(await build(lambda book: None))).sheetnames) == 1
 
 
-def test_long_text_is_cut_to_what_a_cell_holds() -> None:
+async def test_long_text_is_cut_to_what_a_cell_holds() -> None:
     def write(book: _Book) -> None:
         _Sheet(book, "s", [], []).append(["字" * 40000])
 
-    ws = load_workbook(io.BytesIO(build(write)))["s"]
+    ws = load_workbook(io.BytesIO(await build(write)))["s"]
     assert len(ws.cell(row=1, column=1).value) == 32000
 
 
-def test_a_lone_surrogate_is_replaced_not_a_failed_export() -> None:
+async def test_a_lone_surrogate_is_replaced_not_a_failed_export() -> None:
     def write(book: _Book) -> None:
         s = _Sheet(book, "s\ud83d", ["h\ud83d"], [])
         s.append(["坏\ud83d字", "😀"])
 
-    wb = load_workbook(io.BytesIO(build(write)))
+    wb = load_workbook(io.BytesIO(await build(write)))
     assert list(wb["s_"].iter_rows(values_only=True)) == [("h?", None), ("坏?字", "😀")]
 
 
@@ -133,3 +139,57 @@ def test_serials_are_the_wall_times_excel_numbers_across_a_clock_change() -> Non
     assert page.serials("at") == [None if t is None else (t.astimezone(tz).replace(tzinfo=None) - _EPOCH) / _DAY
                                   for t in times]
     assert page.serials("at")[1] - page.serials("at")[0] == pytest.approx(2 / 24)  # 01:30 → 03:30 wall time
+
+
+def there(path: str) -> bool:
+    return os.path.exists(path)
+
+
+async def test_a_failing_writer_is_an_error_with_its_reason_and_leaves_nothing() -> None:
+    book = _Book()
+    await book.start()
+    try:
+        _Sheet(book, "s", ["h"], [8]).append_many([[object()]])  # not a cell value: the child fails
+        with pytest.raises(WriterFailed, match="Unsupported type"):
+            await book.close()
+    finally:
+        await book.abort()
+    assert book.proc is not None and book.proc.returncode == 1
+    assert book.tmpdir is not None and not there(book.tmpdir)
+
+
+async def test_an_abandoned_export_ends_its_writer_and_leaves_nothing() -> None:
+    book = _Book()
+    await book.start()
+    _Sheet(book, "s", ["h"], [8]).append(["x"])
+    await book.flush()
+    assert book.tmpdir is not None and there(book.tmpdir)
+    await book.abort()  # as build_workbook does on an error or a cancellation
+    assert book.proc is not None and book.proc.returncode is not None
+    assert not there(book.tmpdir)
+
+
+def frames(*messages_per_frame: list[tuple[object, ...]]) -> io.BytesIO:
+    return io.BytesIO(b"".join(_Book.frame(m) for m in messages_per_frame))
+
+
+def test_the_writer_fails_on_input_cut_short_or_past_the_close(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The bot gone mid-export (its pipe closed): the writer stops with an error and removes its files."""
+    sheet = ("sheet", "s", ["h"], [8], ())
+    for src, error in ((frames([sheet, ("rows", [["x"]])]), EOFError),
+                       (io.BytesIO(_Book.frame([sheet])[:-3]), EOFError),
+                       (frames([sheet, ("close",), ("rows", [["x"]])]), ValueError)):
+        tmpdir = tmp_path / "w"
+        tmpdir.mkdir()
+        with pytest.raises(error):
+            serve(src, io.BytesIO(), str(tmpdir))
+        assert not tmpdir.exists()
+
+
+def test_the_writer_writes_what_the_frames_say_in_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out, tmpdir = io.BytesIO(), tmp_path / "w"
+    tmpdir.mkdir()
+    serve(frames([("sheet", "诉求", ["编号"], [8], ())], [("rows", [[1], [2]])], [("close",)]), out, str(tmpdir))
+    assert not tmpdir.exists()
+    assert list(load_workbook(io.BytesIO(out.getvalue()))["诉求"].iter_rows(values_only=True)) == [
+        ("编号",), (1,), (2,)]
