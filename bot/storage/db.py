@@ -13,7 +13,7 @@ from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -91,6 +91,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+MIGRATION_LOCK = 0x4C494E4C49  # "LINLI": the advisory lock key migrations take on PostgreSQL
+
+
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision (run at every start; a no-op when current)."""
 
@@ -98,5 +101,9 @@ async def migrate(engine: AsyncEngine) -> None:
         command.upgrade(alembic_config(conn), "head")
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Instances starting together on one database migrate one at a time: the others wait
+            # here, then find the schema current (held until this transaction ends).
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         await conn.run_sync(upgrade)
     log.info("database schema is current")

@@ -245,10 +245,11 @@ class OutboxWorker:
         if not self._held or loop.time() - self._renewed < self.lease.total_seconds() / 3:
             return
         self._renewed = loop.time()
-        await self._write(
-            update(Outbox).where(Outbox.id.in_(list(self._held)), Outbox.status == "sending")
-            .values(claimed_at=self.clock())
-        )
+        # Rows locked in id order, skipping those a mark holds right now (being marked, they need
+        # no renewal): locking them in the IN list's order deadlocked against the marks (PostgreSQL).
+        mine = (select(Outbox.id).where(Outbox.id.in_(list(self._held)), Outbox.status == "sending")
+                .order_by(Outbox.id).with_for_update(skip_locked=True))
+        await self._write(update(Outbox).where(Outbox.id.in_(mine)).values(claimed_at=self.clock()))
 
     async def claim(self) -> dict[int, list[Outbox]]:
         """Claim due rows, oldest first, keeping each chat's messages in order across instances.
