@@ -42,6 +42,7 @@ from bot.storage.models.members import (
 )
 from bot.storage.models.notices import ChatMove, Notice, NoticeAck, NoticeDelivery
 from bot.storage.models.privacy import CommunityVisitor, QuotaEvent
+from bot.storage.models.refresh import RefreshMark
 from bot.storage.models.tasks import Task, TaskClaim, TaskPost, VolunteerSkill
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "MeetingAttendee",
     "Outbox",
     "QuotaEvent",
+    "RefreshMark",
     "Secretary",
     "Task",
     "TaskClaim",
