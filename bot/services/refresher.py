@@ -147,6 +147,20 @@ class Refresher(Generic[K]):
         await s.execute(ins.on_conflict_do_update(index_elements=["kind", "key"],
                                                   set_={"version": RefreshMark.version + 1}))
 
+    async def _one(self, stmt: Any) -> Any:
+        """One statement on `refresh_marks`, committed at once. On PostgreSQL it runs in autocommit,
+        so the row lock lasts the statement only, never an event-loop turn: a change marking the key
+        (a claim batch, holding its task's lock) is not kept waiting behind a busy loop. SQLite has
+        one writer anyway: a transaction of its own under the writer lock."""
+        sessions = self.ctx.sessions
+        bind = sessions.kw.get("bind")
+        if bind is not None and bind.dialect.name == "postgresql":
+            async with bind.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return await conn.execute(stmt)
+        async with self.ctx.tx() as s:
+            return await s.execute(stmt.execution_options(synchronize_session=False))
+
     # ---- running
 
     def start(self) -> None:
@@ -184,11 +198,9 @@ class Refresher(Generic[K]):
         now = self.ctx.clock()
         mine = RefreshMark.kind == self.kind
         if self._held:
-            async with self.ctx.tx() as s:
-                await s.execute(
-                    update(RefreshMark).where(mine, RefreshMark.holder == self.instance,
-                                              RefreshMark.key.in_([self.encode(k) for k in self._held]))
-                    .values(lease_until=now + self.lease).execution_options(synchronize_session=False))
+            await self._one(update(RefreshMark).where(mine, RefreshMark.holder == self.instance,
+                                                      RefreshMark.key.in_([self.encode(k) for k in self._held]))
+                            .values(lease_until=now + self.lease))
         async with self.ctx.read() as s:
             keys = list(await s.scalars(
                 select(RefreshMark.key)
@@ -234,14 +246,14 @@ class Refresher(Generic[K]):
     async def _take(self, enc: str) -> int | None:
         """The key's version if it is marked and now ours; None when there is nothing to do or another holds it."""
         now = self.ctx.clock()
-        async with self.ctx.tx() as s:
-            return await s.scalar(
-                update(RefreshMark)
-                .where(RefreshMark.kind == self.kind, RefreshMark.key == enc,
-                       or_(RefreshMark.holder.is_(None), RefreshMark.holder == self.instance,
-                           RefreshMark.lease_until < now))
-                .values(holder=self.instance, lease_until=now + self.lease)
-                .returning(RefreshMark.version).execution_options(synchronize_session=False))
+        res = await self._one(
+            update(RefreshMark)
+            .where(RefreshMark.kind == self.kind, RefreshMark.key == enc,
+                   or_(RefreshMark.holder.is_(None), RefreshMark.holder == self.instance,
+                       RefreshMark.lease_until < now))
+            .values(holder=self.instance, lease_until=now + self.lease)
+            .returning(RefreshMark.version))
+        return res.scalar()
 
     async def _prepare(self, key: K) -> tuple[list[_Edit], bool]:
         """Render the key's posts: the edits to send, and whether a post is still on its way out."""
@@ -277,41 +289,35 @@ class Refresher(Generic[K]):
     async def _settle(self, enc: str, version: int, landed: list[_Edit], retry: bool) -> int | None:
         """Record what the posts show now; then drop the mark if nothing was marked since `version`
         (None: done), or keep the lease and return the newer version to render."""
-        now = self.ctx.clock()
+        if landed:
+            async with self.ctx.tx() as s:
+                for e in landed:
+                    model = type(e.show.post)
+                    await s.execute(
+                        update(model).where(model.id == e.show.post.id, model.shown == e.show.post.shown)
+                        .values(shown=e.digest, message_id=e.message_id).execution_options(synchronize_session=False))
+        # A crash here is harmless: the next holder finds the posts showing what they show and only drops the mark.
         mine = (RefreshMark.kind == self.kind, RefreshMark.key == enc, RefreshMark.holder == self.instance)
-        async with self.ctx.tx() as s:
-            # The posts first, the mark last: the order every marking transaction takes its locks in.
-            for e in landed:
-                model = type(e.show.post)
-                await s.execute(
-                    update(model).where(model.id == e.show.post.id, model.shown == e.show.post.shown)
-                    .values(shown=e.digest, message_id=e.message_id).execution_options(synchronize_session=False))
-            if retry:  # keep the mark, free the key: whoever looks next carries on
-                await s.execute(update(RefreshMark).where(*mine).values(holder=None, lease_until=None)
-                                .execution_options(synchronize_session=False))
-                return None
-            res = await s.execute(delete(RefreshMark).where(*mine, RefreshMark.version == version)
-                                  .execution_options(synchronize_session=False))
-            if res.rowcount == 1:  # type: ignore[attr-defined]
-                return None
-            # Marked again meanwhile (or the lease ran out and another took it: then None).
-            return await s.scalar(
-                update(RefreshMark).where(*mine).values(lease_until=now + self.lease)
-                .returning(RefreshMark.version).execution_options(synchronize_session=False))
+        if retry:  # keep the mark, free the key: whoever looks next carries on
+            await self._one(update(RefreshMark).where(*mine).values(holder=None, lease_until=None))
+            return None
+        res = await self._one(delete(RefreshMark).where(*mine, RefreshMark.version == version))
+        if res.rowcount == 1:
+            return None
+        # Marked again meanwhile (or the lease ran out and another took it: then None).
+        res = await self._one(update(RefreshMark).where(*mine).values(lease_until=self.ctx.clock() + self.lease)
+                              .returning(RefreshMark.version))
+        return res.scalar()
 
     async def _give_up(self, key: K, enc: str, version: int) -> None:
         """After a failed refresh: drop the mark as a finished one would be (a render that fails
         would fail again); a mark made since is kept and looked at once more."""
         mine = (RefreshMark.kind == self.kind, RefreshMark.key == enc, RefreshMark.holder == self.instance)
         try:
-            async with self.ctx.tx() as s:
-                res = await s.execute(delete(RefreshMark).where(*mine, RefreshMark.version == version)
-                                      .execution_options(synchronize_session=False))
-                if res.rowcount == 1:  # type: ignore[attr-defined]
-                    return
-                await s.execute(update(RefreshMark).where(*mine).values(holder=None, lease_until=None)
-                                .execution_options(synchronize_session=False))
+            res = await self._one(delete(RefreshMark).where(*mine, RefreshMark.version == version))
+            if res.rowcount == 1:
+                return
+            await self._one(update(RefreshMark).where(*mine).values(holder=None, lease_until=None))
             self._again.add(key)
         except Exception:  # the database is away: the lease runs out and a sweep retries then
             log.warning("%s refresher: could not release %s", self.kind, key, exc_info=True)
-
