@@ -1,135 +1,60 @@
 """Consultation posts kept up to date with few edits, and group commit for ballot presses.
 
-Both follow the volunteer tasks' shape (bot/services/task_roster.py, task_batches.py): a touched
-post is re-rendered from the database by one worker per post group, and an edit goes out only when
-what it shows changed, so a burst of presses becomes a handful of edits ending on the latest
-state; presses of one consultation that arrive while its transaction runs share the next one.
+The posts' coalescing is the shared refresher's (bot/services/refresher.py), keyed by post group
+(kind, proposal or consultation id): a change marks the group in its transaction; one worker
+re-renders its posts from the database and edits those whose text changed, so a burst of presses
+becomes a handful of edits ending on the latest state. Presses of one consultation that arrive
+while its transaction runs share the next one (`PressBatcher`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
-from bot.storage.models import ConsultPost, Outbox
-from bot.transport.port import Keyboard, OutMessage
-from bot.ui.tasks import digest
+from bot.services.refresher import Editor, Refresher, Shown
+from bot.storage.models import ConsultPost
+from bot.transport.port import Keyboard
 
-log = logging.getLogger("linli.consultations")
+if TYPE_CHECKING:
+    from bot.services.base import ServiceContext
 
-Editor = Callable[[OutMessage], Awaitable[object]]
+__all__ = ["Editor", "Key", "PostRefresher", "PressBatcher"]
+
 Key = tuple[str, int]  # (post kind, proposal or consultation id)
 # (session, kind, ref_id, locale) -> what the post shows now; None when its subject is gone
 Render = Callable[[AsyncSession, str, int, str], Awaitable[tuple[str, Keyboard | None] | None]]
 
 
-class PostRefresher:
-    def __init__(self, sessions: Callable[[], Any], render: Render) -> None:
-        self.tx = sessions  # ServiceContext.tx
-        self.render = render
-        self.editor: Editor | None = None
-        self._dirty: set[Key] = set()
-        self._workers: dict[Key, asyncio.Task[None]] = {}
-        self.edits = 0
+class PostRefresher(Refresher[Key]):
+    kind = "cpost"
 
-    def touch(self, kind: str, ref_id: int) -> None:
-        if self.editor is None:
-            return
-        key = (kind, ref_id)
-        self._dirty.add(key)
-        if key not in self._workers:
-            self._workers[key] = asyncio.get_running_loop().create_task(self._work(key), name=f"cpost-{kind}-{ref_id}")
+    def __init__(self, ctx: ServiceContext, render: Render) -> None:
+        super().__init__(ctx)
+        self.render_one = render
 
-    def touch_after_commit(self, s: AsyncSession, keys: Iterable[Key]) -> None:
-        """Re-render once the caller's transaction has committed (a render before would see the old state)."""
-        wanted = list(dict.fromkeys(keys))
-        if not wanted:
-            return
+    def encode(self, key: Key) -> str:
+        return f"{key[0]}:{key[1]}"
 
-        def after_commit(_session: Session) -> None:
-            for kind, ref_id in wanted:
-                try:
-                    self.touch(kind, ref_id)
-                except RuntimeError:  # no running loop (a synchronous test): nothing to edit
-                    return
+    def decode(self, key: str) -> Key:
+        kind, _, ref_id = key.partition(":")
+        return kind, int(ref_id)
 
-        event.listen(s.sync_session, "after_commit", after_commit, once=True)
-
-    async def idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._workers and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-
-    async def _work(self, key: Key) -> None:
-        retry = False
-        try:
-            while key in self._dirty:
-                self._dirty.discard(key)
-                edits, retry = await self._prepare(key)
-                for msg in edits:
-                    assert self.editor is not None
-                    self.edits += 1
-                    await self.editor(msg)
-        except Exception:
-            log.exception("refresh of %s %s failed", *key)
-        finally:
-            del self._workers[key]
-            if retry:  # a post still on its way out: look again shortly
-                asyncio.get_running_loop().call_later(1.0, self.touch, *key)
-            elif key in self._dirty:
-                self.touch(*key)
-
-    async def _prepare(self, key: Key) -> tuple[list[OutMessage], bool]:
+    async def render(self, s: AsyncSession, key: Key) -> list[Shown]:
         kind, ref_id = key
-        edits: list[OutMessage] = []
-        retry = False
-        async with self.tx() as s:
-            posts = list(await s.scalars(select(ConsultPost).where(ConsultPost.kind == kind,
-                                                                   ConsultPost.ref_id == ref_id)))
-            rendered: dict[str, tuple[str, Keyboard | None] | None] = {}
-            for post in posts:
-                if post.locale not in rendered:
-                    rendered[post.locale] = await self.render(s, kind, ref_id, post.locale)
-                shape = rendered[post.locale]
-                if shape is None:
-                    continue
-                text, keyboard = shape
-                shown = digest(text, keyboard)
-                if shown == post.shown:
-                    continue
-                mid = post.message_id
-                if mid is None and post.outbox_id is not None:
-                    row = await s.get(Outbox, post.outbox_id)
-                    if row is not None and row.status == "pending":
-                        # Not sent yet: it goes out showing the current state instead.
-                        res = await s.execute(
-                            update(Outbox).where(Outbox.id == row.id, Outbox.status == "pending")
-                            .values(text=text, keyboard={"rows": keyboard.to_json()} if keyboard else None)
-                            .execution_options(synchronize_session=False)
-                        )
-                        if res.rowcount == 1:  # type: ignore[attr-defined]
-                            post.shown = shown
-                            continue
-                    mid = row.message_id if row is not None else None
-                if mid is None:
-                    retry = True
-                    continue
-                # The instance that moves `shown` from what it read is the one that sends the edit.
-                res = await s.execute(
-                    update(ConsultPost).where(ConsultPost.id == post.id, ConsultPost.shown == post.shown)
-                    .values(shown=shown, message_id=mid).execution_options(synchronize_session=False)
-                )
-                if res.rowcount == 1:  # type: ignore[attr-defined]
-                    edits.append(OutMessage(chat_id=post.chat_id, text=text, keyboard=keyboard,
-                                            edit_message_id=mid, coalesce_key=f"cpost:{kind}:{ref_id}:{post.chat_id}"))
-        return edits, retry
+        rendered: dict[str, tuple[str, Keyboard | None] | None] = {}
+        out: list[Shown] = []
+        for post in await s.scalars(select(ConsultPost).where(ConsultPost.kind == kind, ConsultPost.ref_id == ref_id)):
+            if post.locale not in rendered:
+                rendered[post.locale] = await self.render_one(s, kind, ref_id, post.locale)
+            shape = rendered[post.locale]
+            if shape is not None:
+                out.append(Shown(post, shape[0], shape[1], f"cpost:{kind}:{ref_id}:{post.chat_id}"))
+        return out
 
 
 class PressBatcher:

@@ -114,7 +114,7 @@ class Listed:
 class ConsultationService:
     def __init__(self, ctx: ServiceContext, *, batch_votes: bool = True) -> None:
         self.ctx = ctx
-        self.posts = PostRefresher(ctx.tx, self._render)
+        self.posts = PostRefresher(ctx, self._render)
         self.batch_votes = batch_votes
         self._votes = PressBatcher(self._vote_batch)
         self._fixed: dict[int, tuple[int, datetime]] = {}  # consultation -> (community, opened_at): never change
@@ -133,12 +133,11 @@ class ConsultationService:
         async with self.ctx.read() as s:
             ids = list(await s.scalars(select(Consultation.id).where(
                 (Consultation.state == OPEN) | (Consultation.closed_at > since))))
-        for cid in ids:
-            self.posts.touch("consult", cid)
-            self.posts.touch("result", cid)
+        self.posts.start()
+        await self.posts.touch(*[(kind, cid) for cid in ids for kind in ("consult", "result")])
 
     async def stop(self) -> None:
-        await self.posts.idle()
+        await self.posts.stop()
 
     # ------------------------------------------------------------------ helpers
 
@@ -280,7 +279,7 @@ class ConsultationService:
                     secretaries = await secretary_users(s, self.ctx.roles, community.id)
                     await alert_secretaries(s, community, secretaries, render, default_locale=self._locale,
                                             dedup_key=f"proposal{p.id}:threshold")
-            self.posts.touch_after_commit(s, [("proposal", p.id)])
+            await self.posts.mark(s, ("proposal", p.id))
         return SecondResult(p.number, "seconded", seconds)
 
     async def proposals(self, *, actor_id: int, community_id: int) -> tuple[list[Proposal], int]:
@@ -347,7 +346,7 @@ class ConsultationService:
             await add_job(s, JOB_CLOSE, c.id, c.closes_at, _guard(c.closes_at))
             if proposal is not None:
                 proposal.consultation_id = c.id
-                self.posts.touch_after_commit(s, [("proposal", proposal.id)])
+                await self.posts.mark(s, ("proposal", proposal.id))
             return Opened(c, community, len(chats), proposal.number if proposal else None)
 
     # ------------------------------------------------------------------ ballots
@@ -427,7 +426,7 @@ class ConsultationService:
                 await s.execute(update(Consultation).where(Consultation.id == consultation_id)
                                 .values(version=Consultation.version + 1)
                                 .execution_options(synchronize_session=False))
-                self.posts.touch_after_commit(s, [("consult", consultation_id)])
+                await self.posts.mark(s, ("consult", consultation_id))
         return out
 
     # ------------------------------------------------------------------ comments (意见)
@@ -493,7 +492,7 @@ class ConsultationService:
             await s.execute(update(ConsultComment).where(ConsultComment.consultation_id == c.id,
                                                          ConsultComment.seq.in_(seqs)).values(published=on)
                             .execution_options(synchronize_session=False))
-            self.posts.touch_after_commit(s, [("result", c.id)])
+            await self.posts.mark(s, ("result", c.id))
             return c, sorted(found)
 
     # ------------------------------------------------------------------ the close (公示)
@@ -530,7 +529,7 @@ class ConsultationService:
         for chat in await self._resident_chats(s, c.community_id):
             await self._post(s, "result", c.id, chat, locale, text, keyboard, c.community_id,
                              dedup_key=f"consult:{c.id}:result:c{chat.id}")
-        self.posts.touch_after_commit(s, [("consult", c.id)])
+        await self.posts.mark(s, ("consult", c.id))
         log.info("consultation %s closed", c.id)  # ids only: never a count before it is published
         return True
 
@@ -553,7 +552,7 @@ class ConsultationService:
                 raise UserError("err_consult_finished", n=number)
             c.decision, c.decided_at = body, self.ctx.clock()
             c.version += 1
-            self.posts.touch_after_commit(s, [("result", c.id)])
+            await self.posts.mark(s, ("result", c.id))
         return c
 
     async def _decided(self, s: AsyncSession, community_id: int, number: int, actor_id: int) -> Consultation:
@@ -594,7 +593,7 @@ class ConsultationService:
             for chat in chats:
                 await enqueue(s, chat_id=chat.id, thread_id=chat.topic_id, text=text, community_id=community_id,
                               ref=f"consult:{c.id}:finished", dedup_key=f"consult:{c.id}:finished:c{chat.id}")
-            self.posts.touch_after_commit(s, [("result", c.id)])
+            await self.posts.mark(s, ("result", c.id))
         return c, len(chats)
 
     # ------------------------------------------------------------------ reading
@@ -676,7 +675,7 @@ class ConsultationService:
                 cm.text = new
                 if cm.published:
                     keys.append(("result", cm.consultation_id))
-        self.posts.touch_after_commit(s, keys)
+        await self.posts.mark(s, *keys)
 
 
 class ConsultationSheetPart:

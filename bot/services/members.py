@@ -148,8 +148,8 @@ class MemberService:
         """After a restart, bring every wall up to date (an edit may have been lost)."""
         async with self.ctx.read() as s:
             ids = set(await s.scalars(select(WallPost.community_id)))
-        for cid in ids:
-            self.wall.touch(cid)
+        self.wall.start()
+        await self.wall.touch(*ids)
 
     async def stop(self) -> None:
         await self.wall.stop()
@@ -276,7 +276,7 @@ class MemberService:
             p.state = ACTIVE
             await self._tell(s, p.user_id, community, _text("note_pledge_approved", n=p.number, text=p.text),
                              key=f"pledge{p.id}:approved")
-        self.wall.touch(p.community_id)
+            await self.wall.mark(s, p.community_id)
         return p
 
     async def return_(self, *, actor_id: int, pledge_id: int, reason: str) -> Pledge:
@@ -331,7 +331,7 @@ class MemberService:
             p = await self._own_active(s, actor_id, community_id, number)
             s.add(PledgeUpdate(pledge_id=p.id, note=note, photo=photo, created_at=self.ctx.clock()))
             p.updates += 1
-        self.wall.touch(community_id)
+            await self.wall.mark(s, community_id)
         return p
 
     async def request_done(self, *, actor_id: int, community_id: int, number: int) -> Pledge:
@@ -378,7 +378,7 @@ class MemberService:
             key = "note_pledge_kept" if kept else "note_pledge_not_kept"
             await self._tell(s, p.user_id, community, _text(key, n=p.number, text=p.text, points=points),
                              key=f"pledge{p.id}:{p.state}")
-        self.wall.touch(p.community_id)
+            await self.wall.mark(s, p.community_id)
         return p
 
     def _points_rows(self, community_id: int) -> Any:
@@ -404,7 +404,7 @@ class MemberService:
             prof = await self._profile(s, community_id, actor_id)
             prof.showid = on
             prof.updated_at = self.ctx.clock()
-        self.wall.touch(community_id)
+            await self.wall.mark(s, community_id)
 
     async def set_post(self, *, actor_id: int, community_id: int, member_id: int, post: str) -> str:
         """/post: a secretary gives a member a post (设岗定责). Returns the member's name."""
@@ -424,7 +424,7 @@ class MemberService:
             prof.post_by = actor_id
             prof.updated_at = self.ctx.clock()
             name = await self._name(s, member_id)
-        self.wall.touch(community_id)
+            await self.wall.mark(s, community_id)
         return name
 
     # ------------------------------------------------------------------ the wall
@@ -488,7 +488,7 @@ class MemberService:
                 post.outbox_id = row.id if row else None
                 post.shown = digest(text, keyboard)
                 posted += 1
-        self.wall.touch(community_id)
+            await self.wall.mark(s, community_id)
         return posted, len(have)
 
     async def turn_page(self, *, post_id: int, chat_id: int, page: int) -> None:
@@ -499,7 +499,7 @@ class MemberService:
                 raise NotFound("err_wall_gone")
             post.page = max(0, page)
             community_id = post.community_id
-        self.wall.touch(community_id)
+            await self.wall.mark(s, community_id)
 
     # ------------------------------------------------------------------ evaluations
 
@@ -836,16 +836,8 @@ class MemberService:
                         .execution_options(synchronize_session=False))
         await s.execute(update(MemberProfile).where(MemberProfile.post_by == user_id).values(post_by=None)
                         .execution_options(synchronize_session=False))
-        if communities:
-            from sqlalchemy import event as sa_event
-
-            wall = self.wall
-
-            def after_commit(_session: Any) -> None:
-                for cid in communities:
-                    wall.touch(cid)
-
-            sa_event.listen(s.sync_session, "after_commit", after_commit, once=True)
+        # The walls are re-rendered once /forget's transaction has committed.
+        await self.wall.mark(s, *communities)
 
 
 def ballot_text(tr: Translator, q: Question) -> tuple[Html, Keyboard | None]:

@@ -17,10 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, event, func, literal, select, union_all, update
+from sqlalchemy import delete, func, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from bot.domain.demands import OPEN as DEMAND_OPEN
 from bot.domain.demands import excerpt
@@ -186,8 +185,8 @@ class TaskService:
             ids = list(await s.scalars(
                 select(Task.id).where(Task.state == OPEN, Task.starts_at > self.ctx.clock() - timedelta(days=1))
             ))
-        for task_id in ids:
-            self.roster.touch(task_id)
+        self.roster.start()
+        await self.roster.touch(*ids)
 
     async def stop(self) -> None:
         await self.roster.stop()
@@ -489,8 +488,8 @@ class TaskService:
                 else:
                     out[uid] = ClaimResult(task_id, number, title, "already_waiting",
                                            await self._position(s, task_id, seq))
-        if new:
-            self.roster.touch(task_id)
+            if new:
+                await self.roster.mark(s, task_id)
         results: list[ClaimResult | UserError] = []
         seen: set[int] = set()
         for uid, _ in presses:
@@ -555,7 +554,7 @@ class TaskService:
                 outcome = "unclaimed"
                 promoted = await self._promote(s, task)
                 promoted_name = promoted.display_name if promoted else None
-        self.roster.touch(task_id)
+            await self.roster.mark(s, task_id)
         return UnclaimResult(task.number, outcome, promoted_name)
 
     async def _promote(self, s: AsyncSession, task: Task) -> User | None:
@@ -667,7 +666,7 @@ class TaskService:
                     await self.demands.resolve_in(s, d, actor_id, "\n".join(notes)[:MAX_NOTE] or f"#{task.number}",
                                                   photo=next((c.report_photo for c in reported if c.report_photo), None))
                     demand_number = d.number
-        self.roster.touch(task.id)
+            await self.roster.mark(s, task.id)
         return Confirmed(task, names, len(claims) - len(reported), demand_number)
 
     # ------------------------------------------------------------------ changing and cancelling
@@ -695,7 +694,7 @@ class TaskService:
                     "note_task_cancelled", n=task.number, title=task.title, reason=text or "-",
                     when=format_when(task.starts_at, user.language or community.locale, community.timezone)),
                     key=f"task{task.id}:cancelled:u{user.id}")
-        self.roster.touch(task.id)
+            await self.roster.mark(s, task.id)
         return task, len(people)
 
     async def move(self, *, actor_id: int, community_id: int, number: int, when: str) -> tuple[Task, str, int]:
@@ -727,7 +726,7 @@ class TaskService:
                     when=format_when(task.starts_at, locale, community.timezone)),
                     key=f"task{task.id}:moved:{_guard(task.starts_at)}:u{user.id}")
             tz = community.timezone
-        self.roster.touch(task.id)
+            await self.roster.mark(s, task.id)
         return task, tz, len(people)
 
     # ------------------------------------------------------------------ skills (志愿者服务清单)
@@ -879,16 +878,8 @@ class TaskService:
         await s.execute(delete(VolunteerSkill).where(VolunteerSkill.user_id == user_id))
         await s.execute(update(Task).where(Task.created_by == user_id).values(created_by=None)
                         .execution_options(synchronize_session=False))
-        if touched:
-            # The posts are re-rendered once /forget's transaction has committed.
-            refresher = self.roster
-            sync = s.sync_session
-
-            def after_commit(_session: Session) -> None:
-                for tid in touched:
-                    refresher.touch(tid)
-
-            event.listen(sync, "after_commit", after_commit, once=True)
+        # The posts are re-rendered once /forget's transaction has committed.
+        await self.roster.mark(s, *touched)
 
 
 def _name(first: str | None, last: str | None, username: str | None, user_id: int) -> str:

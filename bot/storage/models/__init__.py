@@ -42,6 +42,7 @@ from bot.storage.models.members import (
 )
 from bot.storage.models.notices import ChatMove, Notice, NoticeAck, NoticeDelivery
 from bot.storage.models.privacy import CommunityVisitor, QuotaEvent
+from bot.storage.models.refresh import RefreshMark
 from bot.storage.models.scale import SendSlot
 from bot.storage.models.tasks import Task, TaskClaim, TaskPost, VolunteerSkill
 
@@ -82,6 +83,7 @@ __all__ = [
     "MeetingAttendee",
     "Outbox",
     "QuotaEvent",
+    "RefreshMark",
     "Secretary",
     "Task",
     "TaskClaim",
