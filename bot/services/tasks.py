@@ -448,9 +448,9 @@ class TaskService:
                 await self._why_not(s, task_id, now)
                 raise NotFound("err_task_gone")
             claimed, slots, queue_seq, number, title = head
-            lost = await self._mark_updates(s, units, now) if units else set()
-            if lost:
-                people = list(dict.fromkeys(uid for i, (uid, _) in enumerate(presses) if i not in lost))
+            handled_elsewhere = await self._mark_updates(s, units, now) if units else set()
+            if handled_elsewhere:
+                people = list(dict.fromkeys(uid for i, (uid, _) in enumerate(presses) if i not in handled_elsewhere))
             mine = {uid: (st, seq) for uid, st, seq in (await s.execute(
                 select(TaskClaim.user_id, TaskClaim.status, TaskClaim.seq)
                 .where(TaskClaim.task_id == task_id, TaskClaim.user_id.in_(people))
@@ -503,12 +503,12 @@ class TaskService:
         if new:
             self.roster.touch(task_id)
         for i, unit in enumerate(units or []):
-            if unit is not None and i not in lost:
+            if unit is not None and i not in handled_elsewhere:
                 unit.marked_elsewhere()
         results: list[ClaimResult | UserError | AlreadyHandled] = []
         seen: set[int] = set()
         for i, (uid, _) in enumerate(presses):
-            if i in lost:
+            if i in handled_elsewhere:
                 results.append(AlreadyHandled())
             elif uid not in allowed:
                 results.append(Denied("err_task_members_only"))
