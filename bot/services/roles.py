@@ -103,8 +103,13 @@ class AdminCache:
 
     async def prefetch(self, chat_ids: Iterable[int]) -> None:
         """Read the admin lists of these chats now (side by side), before a transaction needs them."""
-        wanted = [c for c in dict.fromkeys(chat_ids) if self._admins_lookup is not None]
-        if wanted:
+        if self._admins_lookup is None:
+            return
+        # Lists still fresh need nothing (no task each: a burst of presses prefetches at every one).
+        wanted = [c for c in dict.fromkeys(chat_ids) if (hit := self._chats.get(c)) is None or not self._fresh(hit[0])]
+        if len(wanted) == 1:
+            await self.admin_ids(wanted[0])
+        elif wanted:
             await asyncio.gather(*(self.admin_ids(c) for c in wanted))
 
     async def status(self, chat_id: int, user_id: int) -> str:

@@ -50,11 +50,13 @@ from bot.services.personal import row_dict
 from bot.services.roles import PRESENT, secretary_users
 from bot.services.task_batches import ClaimBatcher
 from bot.services.task_roster import Editor, RosterRefresher
+from bot.services.unit import AlreadyHandled, UpdateUnit
 from bot.storage.models import (
     Chat,
     ChatMember,
     Community,
     Demand,
+    InboxUpdate,
     Job,
     Task,
     TaskClaim,
@@ -405,11 +407,17 @@ class TaskService:
             raise result
         return result
 
-    async def _claim_batch(self, task_id: int, presses: list[tuple[int, int]]) -> list[ClaimResult | UserError]:
+    async def _claim_batch(
+        self, task_id: int, presses: list[tuple[int, int]], units: list[UpdateUnit | None] | None = None,
+    ) -> list[ClaimResult | UserError | AlreadyHandled]:
         """One transaction for several presses of one task, in order. Exact under any concurrency:
         the first statement locks the task row (PostgreSQL; SQLite has one writer), the counter moves
         only by a conditional UPDATE that cannot pass `slots` (and a CHECK constraint behind it), and
-        the unique (task, user) key refuses a second row for one person."""
+        the unique (task, user) key refuses a second row for one person.
+
+        `units`, beside `presses`: the update each press came in, marked handled in this transaction
+        (so the claim and the mark commit together); a press whose update was handled elsewhere
+        meanwhile claims nothing and gets AlreadyHandled."""
         community_id = await self._community_of_task(task_id)
         people = list(dict.fromkeys(uid for uid, _ in presses))
         # Who may claim, decided before the task row is locked (a secretary check may ask Telegram).
@@ -439,6 +447,9 @@ class TaskService:
                 await self._why_not(s, task_id, now)
                 raise NotFound("err_task_gone")
             claimed, slots, queue_seq, number, title = head
+            handled_elsewhere = await self._mark_updates(s, units, now) if units else set()
+            if handled_elsewhere:
+                people = list(dict.fromkeys(uid for i, (uid, _) in enumerate(presses) if i not in handled_elsewhere))
             mine = {uid: (st, seq) for uid, st, seq in (await s.execute(
                 select(TaskClaim.user_id, TaskClaim.status, TaskClaim.seq)
                 .where(TaskClaim.task_id == task_id, TaskClaim.user_id.in_(people))
@@ -490,10 +501,15 @@ class TaskService:
                                            await self._position(s, task_id, seq))
             if new:
                 await self.roster.mark(s, task_id)
-        results: list[ClaimResult | UserError] = []
+        for i, unit in enumerate(units or []):
+            if unit is not None and i not in handled_elsewhere:
+                unit.marked_elsewhere()
+        results: list[ClaimResult | UserError | AlreadyHandled] = []
         seen: set[int] = set()
-        for uid, _ in presses:
-            if uid not in allowed:
+        for i, (uid, _) in enumerate(presses):
+            if i in handled_elsewhere:
+                results.append(AlreadyHandled())
+            elif uid not in allowed:
                 results.append(Denied("err_task_members_only"))
             elif uid in seen:  # pressed twice in one batch: the second press finds the first
                 first = out[uid]
@@ -503,6 +519,22 @@ class TaskService:
                 results.append(out[uid])
             seen.add(uid)
         return results
+
+    @staticmethod
+    async def _mark_updates(s: AsyncSession, units: list[UpdateUnit | None], now: datetime) -> set[int]:
+        """Marks the presses' updates handled (as their units would); returns the indexes of the
+        presses whose update someone else handled already."""
+        ids = [uid for unit in units if unit is not None for uid in unit.update_ids]
+        if not ids:
+            return set()
+        done = set(await s.scalars(
+            update(InboxUpdate)
+            .where(InboxUpdate.update_id.in_(ids), InboxUpdate.handled_at.is_(None))
+            .values(handled_at=now, attempts=InboxUpdate.attempts + 1)
+            .returning(InboxUpdate.update_id)
+            .execution_options(synchronize_session=False)
+        ))
+        return {i for i, unit in enumerate(units) if unit is not None and not done.issuperset(unit.update_ids)}
 
     def _insert_claims(self, s: AsyncSession) -> Any:
         """Claim rows, given as parameter sets (executemany: compiled once, not once per batch size);

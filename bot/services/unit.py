@@ -52,6 +52,7 @@ class UpdateUnit:
         self.tasks: set[asyncio.Task[object]] = set()
         self.writing = False
         self.lost = False
+        self.marked = False  # its inbox rows were marked by a transaction that committed its effects
         self.closed = False
         self._lock = _writer_lock(sessions)
         self._locked = False
@@ -74,6 +75,11 @@ class UpdateUnit:
             _CURRENT.reset(self._token)  # type: ignore[arg-type]
             self._token = None
 
+    def marked_elsewhere(self) -> None:
+        """Its inbox rows were marked handled in the transaction that committed its effects (a claim
+        batch, bot/services/task_batches.py): what the unit still writes needs no mark."""
+        self.marked = True
+
     # ---- the transaction
 
     async def write(self) -> AsyncSession:
@@ -84,6 +90,9 @@ class UpdateUnit:
             if self._lock is not None and not self._locked:
                 await self._lock.acquire()
                 self._locked = True
+            if self.marked:
+                self.writing = True
+                return self.session
             result = await self.session.execute(
                 update(InboxUpdate)
                 .where(InboxUpdate.update_id.in_(self.update_ids), InboxUpdate.handled_at.is_(None))

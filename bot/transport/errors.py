@@ -44,8 +44,8 @@ POLL_READ_MARGIN = 10.0
 # Bot API calls in flight at once (connections kept to Telegram), the same on both frameworks;
 # more calls wait their turn in the adapter, not in the HTTP library's pool (whose pool timeout
 # would fail them, and whose queue costs grow with its length). Sends are held to about 30 a
-# second anyway; the rest is for bursts of button answers. httpx checks every pooled connection
-# at every call, so more connections cost CPU per call (bench/claims.py on PTB).
+# second anyway; the rest is for bursts of button answers. Both adapters speak aiohttp (PTB through
+# bot/transport/ptb_aiohttp.py: httpx's pool costs CPU per call that grows with its size).
 CONNECTIONS = 16
 
 

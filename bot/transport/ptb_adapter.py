@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 # keeps deprecation warnings out of logs and test output. An explicit setting is respected.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
-import httpx  # noqa: E402
+import aiohttp  # noqa: E402
 from telegram import (  # noqa: E402 - after the opt-in above
     Bot,
     InlineKeyboardButton,
@@ -32,7 +32,6 @@ from telegram import (  # noqa: E402 - after the opt-in above
 from telegram.constants import ParseMode  # noqa: E402
 from telegram.error import NetworkError, TelegramError, TimedOut  # noqa: E402
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults, TypeHandler  # noqa: E402
-from telegram.request import HTTPXRequest  # noqa: E402
 
 from bot.transport.base import EventSink, Transport  # noqa: E402
 from bot.transport.convert import callback_event, member_event, message_events, to_user, value  # noqa: E402
@@ -52,29 +51,29 @@ from bot.transport.errors import (  # noqa: E402
     recording,
 )
 from bot.transport.port import CallbackAnswer, Document, Event, Keyboard, Sent, User  # noqa: E402
+from bot.transport.ptb_aiohttp import AiohttpRequest  # noqa: E402
 
 log = logging.getLogger("linli.ptb")
 T = TypeVar("T")
 
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member", "chat_member"]
 
-# httpx failures that mean the request never reached Telegram; any other failure after the
-# request was written may have been carried out (its answer was lost).
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout, httpx.WriteError,
-             httpx.UnsupportedProtocol, httpx.ProxyError)
+# aiohttp failures that mean the request never reached Telegram (as in the aiogram adapter); any
+# other failure after the request was written may have been carried out (its answer was lost).
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
-class _Request(HTTPXRequest):
-    """PTB's httpx request, recording what each call got back (bot/transport/errors.py), so
-    failures are classified exactly as on aiogram."""
+class _Request(AiohttpRequest):
+    """PTB's request (over aiohttp, bot/transport/ptb_aiohttp.py), recording what each call got
+    back (bot/transport/errors.py), so failures are classified exactly as on aiogram."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._slots = asyncio.Semaphore(kwargs.get("connection_pool_size", 1))
 
     async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
         try:
-            async with self._slots:  # at most one call per pooled connection reaches httpx
+            async with self._slots:  # more calls wait here, not in the pool (whose timeout would fail them)
                 code, payload = await super().do_request(*args, **kwargs)
         except (TimedOut, NetworkError) as exc:
             cause = exc.__cause__

@@ -318,6 +318,58 @@ async def test_200_concurrent_claims_on_10_slots_are_exact(su: Setup, batched: b
     await _assert_exact(su, t, 10, 190)
 
 
+async def test_a_batch_marks_its_presses_updates_with_their_claims(su: Setup) -> None:
+    """As the bot runs: each press is handled in its update's unit; the batch that claims for it
+    marks the update handled in the same transaction, so the unit has nothing left to mark. A press
+    whose update was handled already (a redelivery) claims nothing."""
+    from bot.services.unit import AlreadyHandled, UpdateUnit
+    from bot.storage.models import InboxUpdate
+
+    su.tasks.batch_claims = True
+    t = await su.announce(f"社区义诊 | {SAT} | 2 | 5")
+    users = await _many_members(su, 6)
+    ids = list(range(500, 506))
+    async with su.w.ctx.tx() as s:
+        s.add_all([InboxUpdate(update_id=u, chat_id=MEM.id, user_id=uid, payload={"update_id": u})
+                   for u, uid in zip(ids, users, strict=True)])
+        await s.flush()
+        await s.execute(update_stmt(InboxUpdate, ids[3]))  # handled elsewhere meanwhile
+
+    async def press(update_id: int, uid: int) -> tuple[Any, UpdateUnit]:
+        unit = UpdateUnit(su.w.ctx.sessions, [update_id], su.clock())
+        unit.enter()
+        try:
+            try:
+                result: Any = await su.tasks.claim(actor_id=uid, task_id=t.id, order=update_id)
+            except AlreadyHandled as exc:
+                result = exc
+                await unit.rollback()
+            else:
+                await unit.write()  # what the dispatcher does before its commit: no second mark
+                await unit.commit()
+        finally:
+            await unit.close()
+        return result, unit
+
+    done = await asyncio.gather(*(press(u, uid) for u, uid in zip(ids, users, strict=True)))
+    results = [r for r, _ in done]
+    assert isinstance(results[3], AlreadyHandled) and not done[3][1].marked
+    assert [r.outcome for i, r in enumerate(results) if i != 3] == ["claimed", "claimed", "waiting", "waiting", "waiting"]
+    assert all(unit.marked for i, (_, unit) in enumerate(done) if i != 3)
+    await _assert_exact(su, t, 2, 3)
+    assert users[3] not in {c.user_id for c in await su.claims(t)}
+    async with su.w.ctx.read() as s:
+        rows = {r.update_id: r for r in await s.scalars(select(InboxUpdate).where(InboxUpdate.update_id.in_(ids)))}
+    assert all(r.handled_at is not None for r in rows.values())
+    assert [rows[u].attempts for u in ids] == [1, 1, 1, 0, 1, 1]  # marked once each; the redelivery not again
+
+
+def update_stmt(model: Any, update_id: int) -> Any:
+    from sqlalchemy import update
+
+    return update(model).where(model.update_id == update_id).values(handled_at=datetime.now(UTC))
+
+
 async def test_concurrent_unclaims_promote_different_people(su: Setup) -> None:
     t = await su.announce(f"社区义诊 | {SAT} | 10 | 5")
     users = await _many_members(su, 30)

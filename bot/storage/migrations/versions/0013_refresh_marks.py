@@ -1,7 +1,7 @@
 """refresh marks: coalesced edits of in-place messages, correct across instances
 
 Revision ID: 0013
-Revises: 0002
+Revises: 0012
 Create Date: 2026-11-29 05:00:00
 """
 from collections.abc import Sequence
