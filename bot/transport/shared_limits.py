@@ -53,6 +53,7 @@ LOCK_NAMESPACE = 0x4C4E4C01
 # The many per-chat keys of a broadcast ask side by side through at most this many connections, so
 # they never take the whole pool (the global key, one asker per instance, does not wait for them).
 MAX_ASKS = 4
+POOL_SIZE, POOL_OVERFLOW = MAX_ASKS + 2, 2  # the windows' own engine: per-chat asks, the global asker, answers
 SHARED_BY_ALL = "global"
 POLL_MAX = 0.25  # seconds between asks while every place of a key is in flight (an answer frees one)
 PRUNE_EVERY = 10.0  # seconds between deletions of rows no window needs any more
@@ -195,7 +196,7 @@ class SharedLimiter:
             # A few connections of its own, in autocommit and without a ping at each checkout: one
             # round trip per ask. A connection the database dropped fails its ask, which is retried.
             self._engine = create_async_engine(
-                base.url, pool_size=MAX_ASKS + 2, max_overflow=2, pool_pre_ping=False,
+                base.url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=False,
                 isolation_level="AUTOCOMMIT", hide_parameters=True)
         return self._engine.connect()
 

@@ -32,6 +32,7 @@ from sqlalchemy import func, select
 
 from bot.storage.db import make_engine
 from bot.storage.models import Demand, InboxUpdate, Outbox, Task, TaskClaim
+from bot.transport import shared_limits
 from config.settings import load_settings
 from tests.conftest import PG_SKIP_REASON, PG_URL, reset_pg_schema
 from tests.e2e.communities import copies, town
@@ -131,7 +132,8 @@ def test_deploy_files_hold_together(tmp_path: Path) -> None:
 
     # max_connections: every instance's whole pool, plus PostgreSQL's reserved slots and a few.
     engine = make_engine("postgresql+asyncpg://linli@127.0.0.1/linli")
-    per_instance = engine.pool.size() + engine.pool._max_overflow  # type: ignore[attr-defined]
+    pool = engine.pool.size() + engine.pool._max_overflow  # type: ignore[attr-defined]
+    per_instance = pool + shared_limits.POOL_SIZE + shared_limits.POOL_OVERFLOW + 1  # + the LISTEN connection
     conf = (DEPLOY / "postgresql.conf").read_text(encoding="utf-8")
     max_conn = int(re.search(r"^max_connections\s*=\s*(\d+)", conf, re.M).group(1))  # type: ignore[union-attr]
     assert f"at most {per_instance}" in conf, "postgresql.conf states the pool per instance"
