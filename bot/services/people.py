@@ -208,8 +208,9 @@ class PeopleService:
             raise UserError("err_lang_usage")
         async with self.ctx.tx() as s:
             # The row comes back (RETURNING) so the next update of this person finds it remembered.
-            row = (await s.execute(update(User).where(User.id == user_id).values(language=lang)
-                                   .returning(*User.__table__.c))).first()
+            users = User.__table__
+            row = (await s.execute(update(users).where(users.c.id == user_id).values(language=lang)
+                                   .returning(*users.c))).first()
             if row is not None:
                 info = s.info
                 self.cache.written(s, dict(row._mapping))
