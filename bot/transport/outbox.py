@@ -102,8 +102,9 @@ async def _apply_marks(session: AsyncSession, marks: list[_Mark]) -> None:
         if sending_only:
             stmt = stmt.where(table.c.status == "sending")
         stmt = stmt.values({k: None if null else bindparam(f"v_{k}", type_=table.c[k].type) for k, null in cols})
-        params = [{"b_id": i, **{f"v_{k}": v for k, v in m.values.items() if v is not None}}
-                  for m in group for i in m.ids]
+        # In id order: instances marking the same rows lock them in one order (PostgreSQL).
+        params = sorted(({"b_id": i, **{f"v_{k}": v for k, v in m.values.items() if v is not None}}
+                         for m in group for i in m.ids), key=lambda p: p["b_id"])
         await session.execute(stmt, params)
 
 
