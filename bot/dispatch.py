@@ -258,6 +258,7 @@ class Dispatcher:
             raise
         finally:
             await unit.close()
+        svc.people.cache.settle(info)  # rows it wrote of people, remembered now that they committed
         if info.pop("outbox", False):
             svc.ctx.wake_outbox()
         if info.pop("jobs", False):

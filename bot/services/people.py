@@ -18,6 +18,7 @@ from bot.services.people_cache import PeopleCache
 from bot.services.people_writes import GroupWrites
 from bot.services.personal import row_dict
 from bot.services.roles import PRESENT, CommunityRoles
+from bot.services.unit import current_unit
 from bot.storage.models import (
     AuditEntry,
     Chat,
@@ -221,7 +222,15 @@ class PeopleService:
         if lang not in LOCALES:
             raise UserError("err_lang_usage")
         async with self.ctx.tx() as s:
-            await s.execute(update(User).where(User.id == user_id).values(language=lang))
+            # The row comes back (RETURNING) so the next update of this person finds it remembered.
+            users = User.__table__
+            row = (await s.execute(update(users).where(users.c.id == user_id).values(language=lang)
+                                   .returning(*users.c))).first()
+            if row is not None:
+                info = s.info
+                self.cache.written(s, dict(row._mapping))
+        if row is not None and current_unit() is None:  # committed and checked in already
+            self.cache.settle(info)
         return lang
 
     async def roles(self, user_id: int) -> list[CommunityRoles]:

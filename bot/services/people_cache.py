@@ -19,9 +19,11 @@ import re
 import time
 from typing import Any, TypeVar
 
-from sqlalchemy import event, exc, inspect
+from sqlalchemy import Column, event, exc, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 
 from bot.storage.models import Chat, Community, User
 
@@ -32,6 +34,7 @@ _WATCHED = {"users": USERS, "chats": CHATS, "communities": CHATS}
 _DML = re.compile(r"^\s*(insert|update|delete|with|merge)\b", re.IGNORECASE)
 _TABLES = re.compile(r"\b(users|chats|communities)\b", re.IGNORECASE)
 _DIRTY, _COMMITTED = "linli_people_dirty", "linli_people_committed"
+_WRITTEN = "linli_people_written"  # session.info: user rows written, to remember after the commit
 
 
 def _values(obj: Any) -> dict[str, Any]:
@@ -93,6 +96,18 @@ class PeopleCache:
         if len(self._users) >= self.cap:
             self._users.clear()
         self._users[values["id"]] = (time.monotonic(), dict(values))
+
+    @staticmethod
+    def written(session: Any, values: dict[str, Any]) -> None:
+        """A user row as a write in `session` returned it; remembered once that commits (`settle`)."""
+        session.info.setdefault(_WRITTEN, []).append(dict(values))
+
+    def settle(self, info: dict[str, Any]) -> None:
+        """After the commit of the session whose `info` this was, and after its connection went back
+        (what the commit changed is dropped by then): remember the rows it wrote. No other commit can
+        come in between (no await), so they are the newest."""
+        for values in info.pop(_WRITTEN, ()):
+            self.put_values(self.generation, values)
 
     @staticmethod
     def user_from(values: dict[str, Any]) -> User:
@@ -159,10 +174,25 @@ class PeopleCache:
                     ids = [p.get("id") for p in (context.compiled_parameters or [])]
                     if ids and all(isinstance(i, int) for i in ids):
                         return {(table, i) for i in ids}
+                if not context.isinsert and name != "communities":
+                    one = PeopleCache._one_row(compiled, context)
+                    if one is not None:
+                        return {(table, one)}
                 return {(table, None)}
         if not _DML.match(statement):  # a read (or DDL)
             return set()
         return {(_WATCHED[m.lower()], None) for m in _TABLES.findall(statement)}
+
+    @staticmethod
+    def _one_row(compiled: Any, context: Any) -> int | None:
+        """The id of the one row an UPDATE or DELETE `WHERE <table>.id = <value>` touches (else None)."""
+        where = getattr(compiled.statement, "whereclause", None)
+        if (not isinstance(where, BinaryExpression) or where.operator is not operators.eq
+                or not isinstance(where.left, Column) or where.left.name != "id"
+                or not isinstance(where.right, BindParameter) or len(context.compiled_parameters or ()) != 1):
+            return None
+        value = context.compiled_parameters[0].get(compiled.bind_names.get(where.right))
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     def _on_commit(self, conn: Any) -> None:
         dirty = conn.info.pop(_DIRTY, None)

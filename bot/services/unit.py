@@ -93,11 +93,13 @@ class UpdateUnit:
             if self.marked:
                 self.writing = True
                 return self.session
+            # On the table, not the ORM entity: every update runs it, and the ORM's bulk-update path
+            # costs more than the statement itself.
+            inbox = InboxUpdate.__table__
             result = await self.session.execute(
-                update(InboxUpdate)
-                .where(InboxUpdate.update_id.in_(self.update_ids), InboxUpdate.handled_at.is_(None))
-                .values(handled_at=self.now, attempts=InboxUpdate.attempts + 1)
-                .execution_options(synchronize_session=False)
+                update(inbox)
+                .where(inbox.c.update_id.in_(self.update_ids), inbox.c.handled_at.is_(None))
+                .values(handled_at=self.now, attempts=inbox.c.attempts + 1)
             )
             self.writing = True
             if result.rowcount != len(self.update_ids):  # type: ignore[attr-defined]

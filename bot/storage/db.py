@@ -17,6 +17,9 @@ from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from bot.storage.sqlite_conn import OneTripConnection
+from bot.storage.sqlite_conn import connect as sqlite_connect
+
 log = logging.getLogger("linli.db")
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -41,7 +44,17 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # Sessions end their own transactions; a second rollback on return is a wasted thread hop.
         kwargs.setdefault("pool_reset_on_return", None)
+        # Connections come from sqlite_conn (one thread trip per statement), opened with the very
+        # arguments SQLAlchemy derives from the URL for aiosqlite.
+        connect_args: dict[str, Any] = {}
+
+        async def connect() -> OneTripConnection:
+            return await sqlite_connect(*connect_args["args"], **connect_args["kwargs"])
+
+        kwargs.setdefault("async_creator", connect)
         engine = create_async_engine(url, **kwargs)
+        args, params = engine.sync_engine.dialect.create_connect_args(engine.url)
+        connect_args.update(args=args, kwargs={**params, **kwargs.get("connect_args", {})})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
@@ -77,6 +77,40 @@ def msg_sent(parts: _RowParts) -> bool:
     return bool(parts.now)
 
 
+class _Mark:
+    """Plain values for some outbox rows: marks that meet in one transaction and have the same shape
+    go to the database as one statement (executemany) instead of one each."""
+
+    __slots__ = ("ids", "values", "sending_only", "then")
+
+    def __init__(self, ids: list[int], values: dict[str, Any], sending_only: bool,
+                 then: Callable[[AsyncSession], Awaitable[None]] | None) -> None:
+        self.ids, self.values, self.sending_only, self.then = ids, values, sending_only, then
+
+    def shape(self) -> tuple[bool, tuple[tuple[str, bool], ...]]:
+        # NULLs are written as literals: a JSON column would store a bound None as JSON 'null'.
+        return self.sending_only, tuple(sorted((k, v is None) for k, v in self.values.items()))
+
+
+async def _apply_marks(session: AsyncSession, marks: list[_Mark]) -> None:
+    table = Outbox.__table__
+    shapes: dict[tuple[bool, tuple[tuple[str, bool], ...]], list[_Mark]] = defaultdict(list)
+    for m in marks:
+        shapes[m.shape()].append(m)
+    for (sending_only, cols), group in shapes.items():
+        stmt = update(table).where(table.c.id == bindparam("b_id"))
+        if sending_only:
+            stmt = stmt.where(table.c.status == "sending")
+        stmt = stmt.values({k: None if null else bindparam(f"v_{k}", type_=table.c[k].type) for k, null in cols})
+        # In id order: instances marking the same rows lock them in one order (PostgreSQL).
+        params = sorted(({"b_id": i, **{f"v_{k}": v for k, v in m.values.items() if v is not None}}
+                         for m in group for i in m.ids), key=lambda p: p["b_id"])
+        await session.execute(stmt, params)
+
+
+Work = Callable[[AsyncSession], Awaitable[None]] | _Mark
+
+
 class _GroupCommit:
     """Writes from many concurrent sends share one transaction ("group commit"): at 30 messages a
     second each marked in flight, then delivered, then final, separate transactions would queue
@@ -84,15 +118,32 @@ class _GroupCommit:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
-        self._pending: list[tuple[Callable[[AsyncSession], Awaitable[None]], asyncio.Future[None]]] = []
+        self._pending: list[tuple[Work, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def run(self, work: Callable[[AsyncSession], Awaitable[None]]) -> None:
+    async def run(self, work: Work) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((work, fut))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush(), name="outbox-commit")
         await fut
+
+    async def mark(self, ids: list[int], values: dict[str, Any], *, sending_only: bool,
+                   then: Callable[[AsyncSession], Awaitable[None]] | None = None) -> None:
+        """Set plain `values` on the rows (only those still `sending` if asked), then run `then`."""
+        await self.run(_Mark(ids, values, sending_only, then))
+
+    @staticmethod
+    async def _apply(session: AsyncSession, works: list[Work]) -> None:
+        marks = [w for w in works if isinstance(w, _Mark)]
+        if marks:
+            await _apply_marks(session, marks)
+        for w in works:
+            if isinstance(w, _Mark):
+                if w.then is not None:
+                    await w.then(session)
+            else:
+                await w(session)
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the writes of this instant join
@@ -100,14 +151,13 @@ class _GroupCommit:
             batch, self._pending = self._pending, []
             try:
                 async with writing(self.sessions) as session:
-                    for work, _ in batch:
-                        await work(session)
+                    await self._apply(session, [w for w, _ in batch])
             except Exception:
                 # One bad write must not sink the others: each again, alone.
                 for work, fut in batch:
                     try:
                         async with writing(self.sessions) as session:
-                            await work(session)
+                            await self._apply(session, [work])
                         fut.set_result(None)
                     except Exception as exc:
                         fut.set_exception(exc)
@@ -138,9 +188,7 @@ class _RowParts:
         return self._done
 
     async def sending(self, part: int) -> None:
-        await self._worker._commit(
-            update(Outbox).where(Outbox.id.in_(self._ids)).values(inflight_at=self._worker.clock())
-        )
+        await self._worker._group.mark(self._ids, {"inflight_at": self._worker.clock()}, sending_only=False)
 
     async def sent(self, part: int, message_id: int | None, last: bool = False) -> None:
         self.now.append(message_id)
@@ -149,7 +197,7 @@ class _RowParts:
         values: dict[str, Any] = {"part_ids": list(self.now), "inflight_at": None}
         if part == 0:
             values["message_id"] = message_id
-        await self._worker._commit(update(Outbox).where(Outbox.id.in_(self._ids)).values(**values))
+        await self._worker._group.mark(self._ids, values, sending_only=False)
 
 
 class OutboxWorker:
@@ -229,14 +277,6 @@ class OutboxWorker:
     async def _write(self, stmt: Any) -> None:
         async with writing(self.sessions) as session:
             await session.execute(stmt.execution_options(synchronize_session=False))
-
-    async def _commit(self, stmt: Any) -> None:
-        """A mark that must be committed before going on, committed with whatever else is due."""
-
-        async def work(session: AsyncSession) -> None:
-            await session.execute(stmt.execution_options(synchronize_session=False))
-
-        await self._group.run(work)
 
     async def _renew_leases(self) -> None:
         """Rows still in our hands (a long flood wait, a slow chat) keep their claim fresh, so no
@@ -504,6 +544,17 @@ class OutboxWorker:
             if lead_id is not None and r.id != lead_id:
                 r.folded_into = lead_id
 
+        async def hooks(session: AsyncSession) -> None:
+            for row in rows:
+                if row.ref:
+                    for hook in self._final_hooks:
+                        await hook(session, row)
+
+        if before is None and lead_id is None:  # the common case: a mark that may share a statement
+            await self._group.mark(ids, values, sending_only=True, then=hooks if self._final_hooks else None)
+            self._held.difference_update(ids)
+            return
+
         async def work(session: AsyncSession) -> None:
             if before is not None:
                 await before(session)
@@ -516,11 +567,7 @@ class OutboxWorker:
                     update(Outbox).where(Outbox.id.in_(ids), Outbox.id != lead_id).values(folded_into=lead_id)
                     .execution_options(synchronize_session=False)
                 )
-            if self._final_hooks:
-                for row in rows:
-                    if row.ref:
-                        for hook in self._final_hooks:
-                            await hook(session, row)
+            await hooks(session)
 
         await self._group.run(work)
         self._held.difference_update(ids)

@@ -91,6 +91,32 @@ async def test_orm_core_and_raw_sql_changes_are_all_seen(world: World) -> None:
     assert got.chat is not None and got.chat.kind is None and got.community is None
 
 
+async def test_a_change_of_one_person_by_id_keeps_the_others_remembered(world: World) -> None:
+    await bind_both(world)
+    await press(world)
+    await press(world, ALICE, RES)
+    # A Core UPDATE of one row by its id drops that row only.
+    async with world.ctx.tx() as s:
+        await s.execute(update(User.__table__).where(User.__table__.c.id == BOB.id).values(language="en"))
+    with statements(world) as seen:
+        alice = await press(world, ALICE, RES)
+    assert reads(seen) == [] and alice.user is not None and alice.user.first_name == "Alice"
+    with statements(world) as seen:
+        bob = await press(world)
+    assert len(reads(seen)) == 1 and bob.user is not None and bob.user.language == "en"
+    # /lang returns the row it wrote and remembers it once committed: the next update reads nothing.
+    await world.people.set_language(BOB.id, "zh")
+    with statements(world) as seen:
+        bob = await press(world)
+    assert reads(seen) == [] and bob.user is not None and bob.user.language == "zh"
+    # Anything wider than one row by id (here: every user) still drops every person.
+    async with world.ctx.tx() as s:
+        await s.execute(update(User).where(User.id > 0).values(telegram_language="de"))
+    with statements(world) as seen:
+        alice = await press(world, ALICE, RES)
+    assert len(reads(seen)) == 1 and alice.user is not None and alice.user.telegram_language == "de"
+
+
 async def test_a_rolled_back_change_keeps_what_is_remembered(world: World) -> None:
     await bind_both(world)
     await press(world)
