@@ -242,13 +242,17 @@ class Dispatcher:
                     outcome = "user_error"
                 ctxs.append(ctx)
                 gate = None
-            session = await unit.write()
-            for ctx in ctxs:
-                for msg in ctx.messages:
-                    if msg.photo_bytes is None:  # ref: which update it answers
-                        await enqueue_message(session, msg, ref=f"reply:{item.update_id}")
-            info = dict(session.info)
-            await unit.commit()
+            stored = [msg for ctx in ctxs for msg in ctx.messages if msg.photo_bytes is None]
+            if unit.marked and not unit.writing and not stored:
+                # A claim batch marked the update with its effects, and nothing is left to write:
+                # taking the writer lock for an empty commit would queue every press of a burst.
+                info: dict[str, object] = {}
+            else:
+                session = await unit.write()
+                for msg in stored:  # ref: which update it answers
+                    await enqueue_message(session, msg, ref=f"reply:{item.update_id}")
+                info = dict(session.info)
+                await unit.commit()
         except AlreadyHandled:
             await unit.rollback()
             log.info("update %s was handled already", item.update_id)
