@@ -14,6 +14,7 @@ from config.settings import SettingsError, load_settings
 
 
 async def serve() -> None:
+    from bot import heap
     from bot.app import App
 
     settings = load_settings()
@@ -23,6 +24,7 @@ async def serve() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
+    heap.settle()
     try:
         await stop.wait()
     finally:

@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bench.claims import TELEGRAM, fresh_schema
+from bot import heap
 from bot.storage.models import Ballot
 from tests.e2e.harness import BotUnderTest
 from tests.fakeapi.server import FakeTelegram
@@ -55,6 +56,7 @@ async def run(framework: str, n: int, database_url: str | None) -> Result:
                 await fresh_schema(database_url)
             bot = BotUnderTest(tg, framework, Path(tmp), poll_timeout=1, **TELEGRAM, **extra)
             await bot.start()
+            heap.settle()  # as main.py does once the bot has started
             assert bot.app is not None
             for chat in chats:
                 since = tg.mark()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from bot import heap
 from bot.storage.models import Task, TaskClaim
 from tests.e2e.harness import BotUnderTest
 from tests.fakeapi.server import FakeTelegram
@@ -88,6 +89,7 @@ async def run(framework: str, n: int, slots: int, cold: bool, profile: bool, dat
                 await fresh_schema(database_url)
             bot = BotUnderTest(tg, framework, Path(tmp), poll_timeout=1, **TELEGRAM, **extra)
             await bot.start()
+            heap.settle()  # as main.py does once the bot has started
             assert bot.app is not None
             tg.send(sec, mem, "/setup member 幸福里")
             await tg.wait_text(mem, "党员群", timeout=30)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bot import heap
 from bot.storage.db import make_engine, migrate
 from tests.e2e.harness import BotUnderTest
 from tests.fakeapi.server import FakeTelegram
@@ -68,6 +69,7 @@ async def run_linli(framework: str, n: int) -> float:
             await _schema(bot.settings.database_url)
             t0 = time.perf_counter()
             await bot.start()
+            heap.settle()  # as main.py does once the bot has started
             await wait_replies(tg, n)
             elapsed = time.perf_counter() - t0
             await bot.stop()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from bot import heap
 from bot.storage.models import Chat, ChatMember, MemberProfile, Pledge, User
 from tests.e2e.harness import BotUnderTest
 from tests.fakeapi.server import FakeTelegram
@@ -51,6 +52,7 @@ async def run(framework: str, members: int, changes: int, chats: int) -> Result:
         with tempfile.TemporaryDirectory() as tmp:
             bot = BotUnderTest(tg, framework, Path(tmp), poll_timeout=1, **TELEGRAM)
             await bot.start()
+            heap.settle()  # as main.py does once the bot has started
             assert bot.app is not None
             tg.send(sec, groups[0], "/setup resident 幸福里")
             await tg.wait_text(groups[0], "已创建社区", timeout=30)
