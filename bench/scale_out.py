@@ -31,11 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from bench.broadcast import SEC, _database
-from bot.storage.db import make_engine
+from bench.updates_throughput import backlog
 from bot.storage.models import InboxUpdate
+from tests.conftest import reset_pg_schema
 from tests.e2e.fleet import HAPROXY, Fleet
 from tests.fakeapi.server import FakeTelegram
 
@@ -43,16 +44,6 @@ TOKEN = "42:BENCH"
 RAISED = {"SEND_RATE_GLOBAL": "100000", "SEND_RATE_PER_CHAT": "100000", "SEND_BURST_PER_CHAT": "1000",
           "SEND_RATE_PER_GROUP": "100000"}
 TELEGRAM = 30  # sends in any second, per bot
-
-
-async def reset(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-            await conn.execute(text("CREATE SCHEMA public"))
-    finally:
-        await engine.dispose()
 
 
 def load() -> str:
@@ -66,20 +57,14 @@ async def handled(fleet: Fleet) -> int:
 
 
 async def updates_per_second(url: str, instances: int, n: int) -> float:
-    await reset(url)
+    await reset_pg_schema(url)
     async with FakeTelegram(token=TOKEN, push_connections=40) as tg:
         with tempfile.TemporaryDirectory() as tmp:
             fleet = Fleet(tg, url, Path(tmp), frameworks=["aiogram"] * instances, env=RAISED)
             try:
                 await fleet.start()
                 tg.push_paused = True  # the whole backlog is queued before the first push
-                users = 200
-                for i in range(users):
-                    tg.user(10_000 + i, f"居民{i}")
-                    tg.private_chat(10_000 + i)
-                for i in range(n):
-                    uid = 10_000 + i % users
-                    tg.send(uid, uid, "/lang zh" if i % 2 else "/lang en")
+                backlog(tg, n, lambda i: "/lang zh" if i % 2 else "/lang en")
                 t0 = time.perf_counter()
                 tg.push_paused = False
                 deadline = t0 + 600
@@ -105,7 +90,7 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
 
 
 async def broadcast(url: str, chats: int, instances: int = 3) -> tuple[int, float, int, float]:
-    await reset(url)
+    await reset_pg_schema(url)
     async with FakeTelegram(token=TOKEN, enforce_limits=True, push_connections=40) as tg:
         groups = [tg.group(f"群{i}") for i in range(chats)]
         sec = tg.user(SEC, "书记")

@@ -59,10 +59,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("db_kind", DB_KINDS, indirect=True)
 
 
-async def reset_pg_schema() -> None:
-    """Each PostgreSQL test starts from an empty schema."""
-    assert PG_URL
-    engine = make_engine(PG_URL)
+async def reset_pg_schema(url: str | None = None) -> None:
+    """Each PostgreSQL test (or benchmark, given its `url`) starts from an empty schema."""
+    url = url or PG_URL
+    assert url
+    engine = make_engine(url)
     try:
         async with engine.begin() as conn:
             await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
