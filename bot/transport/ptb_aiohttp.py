@@ -85,7 +85,9 @@ class AiohttpRequest(BaseRequest):
         )
         data: Any = params
         if files:
-            form = aiohttp.FormData()
+            # Names as they are (UTF-8), as httpx and aiogram send them: quoted, 会议.ics would
+            # arrive as %E4%BC%9A%E8%AE%AE.ics.
+            form = aiohttp.FormData(quote_fields=False)
             for name, value in (params or {}).items():
                 form.add_field(name, value)
             for name, (filename, content, mimetype) in files.items():
