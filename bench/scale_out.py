@@ -38,7 +38,7 @@ from bench.updates_throughput import backlog
 from bot.storage.models import InboxUpdate
 from tests.conftest import reset_pg_schema
 from tests.e2e.fleet import HAPROXY, Fleet
-from tests.fakeapi.server import FakeTelegram
+from tests.fakeapi.server import FakeTelegram, max_in_window
 
 TOKEN = "42:BENCH"
 RAISED = {"SEND_RATE_GLOBAL": "100000", "SEND_RATE_PER_CHAT": "100000", "SEND_BURST_PER_CHAT": "1000",
@@ -76,17 +76,6 @@ async def updates_per_second(url: str, instances: int, n: int) -> float:
             finally:
                 await fleet.stop()
     return n / elapsed
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """The most events in any half-open interval of `window` seconds."""
-    times = sorted(times)
-    best, i = 0, 0
-    for j, t in enumerate(times):
-        while t - times[i] >= window:
-            i += 1
-        best = max(best, j - i + 1)
-    return best
 
 
 async def broadcast(url: str, chats: int, instances: int = 3) -> tuple[int, float, int, float]:

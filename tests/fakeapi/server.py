@@ -33,6 +33,18 @@ OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction
 _CONFLICT = "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
 
 
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The most events within any `window` seconds (a half-open interval): how a log of send times
+    is judged against a limit of Telegram's, in every window and not only on average."""
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while t - times[j] >= window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
 @dataclass(slots=True)
 class Fault:
     method: str  # lower-case

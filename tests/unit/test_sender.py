@@ -28,6 +28,7 @@ from bot.transport.port import (
 )
 from bot.transport.sender import RETRY_AFTER_MARGIN, Sender, SendLimits
 from bot.transport.split import visible_length
+from tests.fakeapi.server import max_in_window
 
 FAST = SendLimits(
     global_per_second=10_000,
@@ -130,17 +131,6 @@ class Sleeps:
     async def __call__(self, seconds: float) -> None:
         self.asked.append(seconds)
         await asyncio.sleep(0)
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    """The most calls that started within any `window` seconds (boundary included)."""
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while t - times[j] >= window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 def make(limits: SendLimits = FAST, **kw: Any) -> tuple[FakeApi, Sender]:
