@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.storage.db import make_engine, make_session_factory, migrate
-from bot.storage.models import InboxUpdate, Outbox
+from bot.storage.models import InboxUpdate, Outbox, RefreshMark
 from config.settings import Settings
 from tests.fakeapi.server import FakeTelegram
 
@@ -403,14 +403,16 @@ class Fleet:
         async with self.sessions() as s:
             yield s
 
-    async def backlog(self) -> tuple[int, int]:
-        """Stored updates not yet handled, and messages due but not yet sent."""
+    async def backlog(self) -> tuple[int, int, int]:
+        """Stored updates not yet handled, messages due but not yet sent, and posts (a task's
+        roster, a wall) whose edit is still to come: a paced edit may wait seconds, the server quiet."""
         async with self.sessions() as s:
             inbox = await s.scalar(select(func.count()).select_from(InboxUpdate)
                                    .where(InboxUpdate.handled_at.is_(None)))
             outbox = await s.scalar(select(func.count()).select_from(Outbox).where(
                 Outbox.status.in_(("pending", "sending")), Outbox.not_before <= datetime.now(UTC)))
-        return int(inbox or 0), int(outbox or 0)
+            marks = await s.scalar(select(func.count()).select_from(RefreshMark))
+        return int(inbox or 0), int(outbox or 0), int(marks or 0)
 
     async def settle(self, quiet: float = 0.4, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         """Every update pushed and handled, every due message sent, and the fake server quiet."""
@@ -423,9 +425,9 @@ class Fleet:
                 await self.tg.idle(quiet=quiet, timeout=left)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n{self.logs()}") from None
-            if await self.backlog() == (0, 0):
+            if await self.backlog() == (0, 0, 0):
                 await self.tg.idle(quiet=quiet, timeout=max(0.5, deadline - time.monotonic()))
-                if await self.backlog() == (0, 0):
+                if await self.backlog() == (0, 0, 0):
                     return
             if time.monotonic() > deadline:
                 raise AssertionError(f"backlog {await self.backlog()} after {timeout}s\n{self.logs()}")
