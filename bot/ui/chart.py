@@ -42,7 +42,15 @@ def _setup() -> list[str]:
     path = cjk_font_path()
     if path is None:
         return [FALLBACK_FAMILY]
-    font_manager.fontManager.addfont(str(path))
+    fm = font_manager.fontManager
+    fm.addfont(str(path))
+    # A system with the same family (Debian's fonts-noto-cjk) would win the tie, matplotlib taking
+    # the first it knows: the shipped file goes first, so every machine draws with the same file.
+    ours = [f for f in fm.ttflist if Path(f.fname) == path]
+    fm.ttflist[:] = ours + [f for f in fm.ttflist if Path(f.fname) != path]
+    cached = getattr(fm, "_findfont_cached", None)
+    if cached is not None:
+        cached.cache_clear()
     return [CJK_FAMILY, FALLBACK_FAMILY]
 
 
