@@ -17,7 +17,7 @@ from sqlalchemy import select
 from bot import metrics
 from bot.handlers.base import Context, Router
 from bot.services.errors import ChooseCommunity, Term, UserError
-from bot.services.notify import enqueue_message, locale_of
+from bot.services.notify import enqueue_message, enqueue_replies, locale_of
 from bot.services.roles import begin_snapshot, end_snapshot
 from bot.services.unit import AlreadyHandled, UpdateUnit
 from bot.storage.models import Conversation
@@ -203,10 +203,13 @@ class Dispatcher:
     async def _prefetch(self, item: InboxItem, observed: list[Observed]) -> None:
         ctx = self.services.ctx
         try:
-            async with ctx.read() as s:
-                for event, obs in zip(item.events, observed, strict=True):
-                    if self._may_check_roles(event, obs):
-                        await ctx.roles.prefetch_for(s, event.user.id, obs.community.id if obs.community else None)
+            wanted = [(event.user.id, obs.community.id if obs.community else None)
+                      for event, obs in zip(item.events, observed, strict=True) if self._may_check_roles(event, obs)]
+            unknown = [w for w in wanted if not await ctx.roles.prefetch_known(*w)]
+            if unknown:  # a session only when the database has to say which chats
+                async with ctx.read() as s:
+                    for user_id, community_id in unknown:
+                        await ctx.roles.prefetch_for(s, user_id, community_id)
         except Exception:
             log.warning("update %s: reading admin lists ahead failed", item.update_id, exc_info=True)
 
@@ -249,8 +252,7 @@ class Dispatcher:
                 info: dict[str, object] = {}
             else:
                 session = await unit.write()
-                for msg in stored:  # ref: which update it answers
-                    await enqueue_message(session, msg, ref=f"reply:{item.update_id}")
+                await enqueue_replies(session, stored, ref=f"reply:{item.update_id}")  # ref: which update it answers
                 info = dict(session.info)
                 await unit.commit()
         except AlreadyHandled:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.storage.models import Chat, ChatMove, Community, Outbox, User
@@ -33,6 +34,46 @@ async def current_chat_id(session: AsyncSession, chat_id: int) -> int:
             break
         chat_id = moved
     return chat_id
+
+
+def outbox_values(
+    *,
+    chat_id: int,
+    text: str,
+    community_id: int | None = None,
+    user_id: int | None = None,
+    thread_id: int | None = None,
+    reply_to_message_id: int | None = None,
+    keyboard: Keyboard | None = None,
+    photo: str | None = None,
+    document_id: str | None = None,
+    ref: str | None = None,
+    dedup_key: str | None = None,
+    pin: bool = False,
+    fold: Fold | None = None,
+    fallback: dict[str, object] | None = None,
+    edit_of: int | None = None,
+    coalesce_key: str | None = None,
+) -> dict[str, Any]:
+    """The columns of one outbox row (the chat id already followed through upgrades)."""
+    return {
+        "community_id": community_id,
+        "chat_id": chat_id,
+        "user_id": user_id if user_id is not None else (chat_id if chat_id > 0 else None),
+        "thread_id": thread_id,
+        "reply_to_message_id": reply_to_message_id,
+        "text": text,
+        "keyboard": {"rows": keyboard.to_json()} if keyboard else None,
+        "photo": photo,
+        "document_id": document_id,
+        "ref": ref,
+        "dedup_key": dedup_key,
+        "pin": pin,
+        "fold": fold.to_json() if fold else None,
+        "fallback": fallback,
+        "edit_of": edit_of,
+        "coalesce_key": coalesce_key,
+    }
 
 
 async def enqueue(
@@ -67,24 +108,12 @@ async def enqueue(
             return None
     if chat_id < 0:
         chat_id = await current_chat_id(session, chat_id)
-    row = Outbox(
-        community_id=community_id,
-        chat_id=chat_id,
-        user_id=user_id if user_id is not None else (chat_id if chat_id > 0 else None),
-        thread_id=thread_id,
-        reply_to_message_id=reply_to_message_id,
-        text=text,
-        keyboard={"rows": keyboard.to_json()} if keyboard else None,
-        photo=photo,
-        document_id=document_id,
-        ref=ref,
-        dedup_key=dedup_key,
-        pin=pin,
-        fold=fold.to_json() if fold else None,
-        fallback=fallback,
-        edit_of=edit_of,
+    row = Outbox(**outbox_values(
+        chat_id=chat_id, text=text, community_id=community_id, user_id=user_id, thread_id=thread_id,
+        reply_to_message_id=reply_to_message_id, keyboard=keyboard, photo=photo, document_id=document_id,
+        ref=ref, dedup_key=dedup_key, pin=pin, fold=fold, fallback=fallback, edit_of=edit_of,
         coalesce_key=coalesce_key,
-    )
+    ))
     session.add(row)
     await session.flush()
     return row
@@ -111,6 +140,26 @@ async def enqueue_message(
             row.document_name, row.document = msg.document.filename, msg.document.data
         await session.flush()
     return row
+
+
+async def enqueue_replies(session: AsyncSession, msgs: Sequence[OutMessage], *, ref: str) -> None:
+    """A handled update's replies as outbox rows: `enqueue_message` for each, as one statement
+    (every update writes its replies: the ORM's unit of work per row cost more than the insert)."""
+    rows = []
+    for msg in msgs:
+        chat_id = await current_chat_id(session, msg.chat_id) if msg.chat_id < 0 else msg.chat_id
+        row = outbox_values(
+            chat_id=chat_id, text=msg.text, thread_id=msg.thread_id,
+            user_id=msg.fold.user_id if msg.fold is not None else None,
+            reply_to_message_id=msg.reply_to_message_id, keyboard=msg.keyboard, photo=msg.photo, ref=ref,
+            pin=msg.pin, document_id=msg.document_id, fold=msg.fold, coalesce_key=msg.coalesce_key,
+        )
+        row["edit_message_id"] = msg.edit_message_id
+        row["document_name"], row["document"] = (msg.document.filename, msg.document.data) if msg.document else (None, None)
+        rows.append(row)
+    if rows:
+        await session.execute(insert(Outbox.__table__), rows)
+        session.info["outbox"] = True  # not through the unit of work: wake the outbox all the same
 
 
 async def notify_user(

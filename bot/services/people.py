@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,12 @@ from bot.storage.models import (
 from bot.storage.upsert import upsert
 from bot.transport.port import Event, EventKind
 from bot.ui.i18n import LOCALES, t
+
+_USERS = User.__table__
+# Built once (/lang is a hot path): the row comes back (RETURNING) so the next update of this
+# person finds it remembered.
+SET_LANGUAGE = (update(_USERS).where(_USERS.c.id == bindparam("uid")).values(language=bindparam("lang"))
+                .returning(*_USERS.c))
 
 
 class _TtlSet:
@@ -222,10 +228,7 @@ class PeopleService:
         if lang not in LOCALES:
             raise UserError("err_lang_usage")
         async with self.ctx.tx() as s:
-            # The row comes back (RETURNING) so the next update of this person finds it remembered.
-            users = User.__table__
-            row = (await s.execute(update(users).where(users.c.id == user_id).values(language=lang)
-                                   .returning(*users.c))).first()
+            row = (await s.execute(SET_LANGUAGE, {"uid": user_id, "lang": lang})).first()
             if row is not None:
                 info = s.info
                 self.cache.written(s, dict(row._mapping))

@@ -194,18 +194,24 @@ class Roles:
         self.admins = admins
         self._scopes: dict[tuple[int, int | None], tuple[float, int, tuple[int, ...]]] = {}
 
+    async def prefetch_known(self, user_id: int, community_id: int | None) -> bool:
+        """`prefetch_for` without the database, when which chats to read ahead is remembered (or
+        nothing looks admin lists up): True if done. Which chats is remembered for a minute (until a
+        binding changes): a stale answer costs only a lookup inside the transaction, never a wrong decision."""
+        if self.admins._admins_lookup is None:
+            return True
+        hit = self._scopes.get((user_id, community_id))
+        if hit is not None and hit[1] == self.admins.generation and time.monotonic() - hit[0] < self.SCOPE_TTL:
+            await self.admins.prefetch(hit[2])
+            return True
+        return False
+
     async def prefetch_for(self, session: AsyncSession, user_id: int, community_id: int | None) -> None:
         """Before an update's transaction opens: the admin lists its checks and alerts may need, those
         of the member chats of the chat's community and of the user's communities."""
-        if self.admins._admins_lookup is None:
+        if await self.prefetch_known(user_id, community_id):
             return
-        # Which chats to read ahead is itself remembered for a minute (until a binding changes):
-        # a stale answer costs only a lookup inside the transaction, never a wrong decision.
         key = (user_id, community_id)
-        hit = self._scopes.get(key)
-        if hit is not None and hit[1] == self.admins.generation and time.monotonic() - hit[0] < self.SCOPE_TTL:
-            await self.admins.prefetch(hit[2])
-            return
         mine = (
             select(Chat.community_id).join(ChatMember, ChatMember.chat_id == Chat.id)
             .where(ChatMember.user_id == user_id, Chat.community_id.is_not(None))

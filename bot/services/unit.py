@@ -22,11 +22,19 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.storage.db import _writer_lock
 from bot.storage.models import InboxUpdate
+
+_INBOX = InboxUpdate.__table__
+# Built once: every update runs it, and making a statement (and its cache key) costs more than running it.
+MARK_HANDLED = (
+    update(_INBOX)
+    .where(_INBOX.c.update_id.in_(bindparam("ids", expanding=True)), _INBOX.c.handled_at.is_(None))
+    .values(handled_at=bindparam("now", type_=_INBOX.c.handled_at.type), attempts=_INBOX.c.attempts + 1)
+)
 
 _CURRENT: ContextVar[UpdateUnit | None] = ContextVar("linli_update_unit", default=None)
 
@@ -93,14 +101,8 @@ class UpdateUnit:
             if self.marked:
                 self.writing = True
                 return self.session
-            # On the table, not the ORM entity: every update runs it, and the ORM's bulk-update path
-            # costs more than the statement itself.
-            inbox = InboxUpdate.__table__
-            result = await self.session.execute(
-                update(inbox)
-                .where(inbox.c.update_id.in_(self.update_ids), inbox.c.handled_at.is_(None))
-                .values(handled_at=self.now, attempts=inbox.c.attempts + 1)
-            )
+            # On the table, not the ORM entity: the ORM's bulk-update path costs more than the statement.
+            result = await self.session.execute(MARK_HANDLED, {"ids": list(self.update_ids), "now": self.now})
             self.writing = True
             if result.rowcount != len(self.update_ids):  # type: ignore[attr-defined]
                 self.lost = True

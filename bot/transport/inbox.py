@@ -40,6 +40,15 @@ _BODIES = ("message", "edited_message", "callback_query", "my_chat_member", "cha
            "edited_channel_post", "chat_join_request")
 
 
+_INBOX = InboxUpdate.__table__
+# One statement per dialect, made once and run for a batch's rows at a time (executemany): a
+# multi-row VALUES made per batch was compiled anew each time, at a cost above the insert's.
+_STORE = {
+    name: insert(_INBOX).on_conflict_do_nothing(index_elements=["update_id"]).returning(_INBOX.c.update_id)
+    for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+
+
 @dataclass(slots=True)
 class InboxItem:
     """One stored update, ready to be handled: its events (possibly none) and where it belongs."""
@@ -107,10 +116,7 @@ class Inbox:
                          "received_at": now, "attempts": 0})
         async with writing(self.sessions) as s:
             dialect = s.bind.dialect.name if s.bind else "sqlite"
-            ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(InboxUpdate)
-            stmt = ins.values(rows).on_conflict_do_nothing(index_elements=["update_id"]).returning(
-                InboxUpdate.update_id)
-            new = set(await s.scalars(stmt))
+            new = set((await s.execute(_STORE[dialect], rows)).scalars())
         metrics.UPDATES_RECEIVED.inc(len(new))
         if len(new) < len(payloads):
             log.info("ignored %d redelivered updates", len(payloads) - len(new))
