@@ -36,44 +36,12 @@ async def current_chat_id(session: AsyncSession, chat_id: int) -> int:
     return chat_id
 
 
-def outbox_values(
-    *,
-    chat_id: int,
-    text: str,
-    community_id: int | None = None,
-    user_id: int | None = None,
-    thread_id: int | None = None,
-    reply_to_message_id: int | None = None,
-    keyboard: Keyboard | None = None,
-    photo: str | None = None,
-    document_id: str | None = None,
-    ref: str | None = None,
-    dedup_key: str | None = None,
-    pin: bool = False,
-    fold: Fold | None = None,
-    fallback: dict[str, object] | None = None,
-    edit_of: int | None = None,
-    coalesce_key: str | None = None,
-) -> dict[str, Any]:
-    """The columns of one outbox row (the chat id already followed through upgrades)."""
-    return {
-        "community_id": community_id,
-        "chat_id": chat_id,
-        "user_id": user_id if user_id is not None else (chat_id if chat_id > 0 else None),
-        "thread_id": thread_id,
-        "reply_to_message_id": reply_to_message_id,
-        "text": text,
-        "keyboard": {"rows": keyboard.to_json()} if keyboard else None,
-        "photo": photo,
-        "document_id": document_id,
-        "ref": ref,
-        "dedup_key": dedup_key,
-        "pin": pin,
-        "fold": fold.to_json() if fold else None,
-        "fallback": fallback,
-        "edit_of": edit_of,
-        "coalesce_key": coalesce_key,
-    }
+def _columns(*, chat_id: int, user_id: int | None, keyboard: Keyboard | None, fold: Fold | None,
+             **rest: Any) -> dict[str, Any]:
+    """What an outbox row stores (the chat id already followed through upgrades): a message for a
+    person privately is theirs unless said otherwise."""
+    return {**rest, "chat_id": chat_id, "user_id": user_id if user_id is not None else (chat_id if chat_id > 0 else None),
+            "keyboard": {"rows": keyboard.to_json()} if keyboard else None, "fold": fold.to_json() if fold else None}
 
 
 async def enqueue(
@@ -108,7 +76,7 @@ async def enqueue(
             return None
     if chat_id < 0:
         chat_id = await current_chat_id(session, chat_id)
-    row = Outbox(**outbox_values(
+    row = Outbox(**_columns(
         chat_id=chat_id, text=text, community_id=community_id, user_id=user_id, thread_id=thread_id,
         reply_to_message_id=reply_to_message_id, keyboard=keyboard, photo=photo, document_id=document_id,
         ref=ref, dedup_key=dedup_key, pin=pin, fold=fold, fallback=fallback, edit_of=edit_of,
@@ -148,15 +116,15 @@ async def enqueue_replies(session: AsyncSession, msgs: Sequence[OutMessage], *, 
     rows = []
     for msg in msgs:
         chat_id = await current_chat_id(session, msg.chat_id) if msg.chat_id < 0 else msg.chat_id
-        row = outbox_values(
-            chat_id=chat_id, text=msg.text, thread_id=msg.thread_id,
+        doc = msg.document
+        rows.append(_columns(
+            chat_id=chat_id, text=msg.text, community_id=None, thread_id=msg.thread_id,
             user_id=msg.fold.user_id if msg.fold is not None else None,
             reply_to_message_id=msg.reply_to_message_id, keyboard=msg.keyboard, photo=msg.photo, ref=ref,
-            pin=msg.pin, document_id=msg.document_id, fold=msg.fold, coalesce_key=msg.coalesce_key,
-        )
-        row["edit_message_id"] = msg.edit_message_id
-        row["document_name"], row["document"] = (msg.document.filename, msg.document.data) if msg.document else (None, None)
-        rows.append(row)
+            dedup_key=None, pin=msg.pin, document_id=msg.document_id, fold=msg.fold, fallback=None, edit_of=None,
+            coalesce_key=msg.coalesce_key, edit_message_id=msg.edit_message_id,
+            document_name=doc.filename if doc else None, document=doc.data if doc else None,
+        ))
     if rows:
         await session.execute(insert(Outbox.__table__), rows)
         session.info["outbox"] = True  # not through the unit of work: wake the outbox all the same
