@@ -87,6 +87,13 @@ async def enqueue(
     return row
 
 
+def _message_fields(msg: OutMessage) -> dict[str, Any]:
+    """What `enqueue` takes of an OutMessage (beside its chat, community, ref and dedup key)."""
+    return {"text": msg.text, "thread_id": msg.thread_id, "user_id": msg.fold.user_id if msg.fold is not None else None,
+            "reply_to_message_id": msg.reply_to_message_id, "keyboard": msg.keyboard, "photo": msg.photo,
+            "pin": msg.pin, "document_id": msg.document_id, "fold": msg.fold, "coalesce_key": msg.coalesce_key}
+
+
 async def enqueue_message(
     session: AsyncSession, msg: OutMessage, *, community_id: int | None = None, ref: str | None = None,
     dedup_key: str | None = None,
@@ -94,13 +101,8 @@ async def enqueue_message(
     """An OutMessage (a handler's reply) as an outbox row; `outbox.to_out_message` is the reverse.
 
     Bytes (a generated photo or document) are stored in the row too."""
-    row = await enqueue(
-        session, chat_id=msg.chat_id, text=msg.text, community_id=community_id, thread_id=msg.thread_id,
-        user_id=msg.fold.user_id if msg.fold is not None else None,
-        reply_to_message_id=msg.reply_to_message_id, keyboard=msg.keyboard, photo=msg.photo, ref=ref,
-        dedup_key=dedup_key, pin=msg.pin, document_id=msg.document_id, fold=msg.fold,
-        coalesce_key=msg.coalesce_key,
-    )
+    row = await enqueue(session, chat_id=msg.chat_id, community_id=community_id, ref=ref, dedup_key=dedup_key,
+                        **_message_fields(msg))
     if row is not None and (msg.edit_message_id is not None or msg.document is not None):
         # (Only when there is something to add: a plain reply costs no second statement.)
         row.edit_message_id = msg.edit_message_id
@@ -117,13 +119,11 @@ async def enqueue_replies(session: AsyncSession, msgs: Sequence[OutMessage], *, 
     for msg in msgs:
         chat_id = await current_chat_id(session, msg.chat_id) if msg.chat_id < 0 else msg.chat_id
         doc = msg.document
+        # Every row names every column: one executemany takes rows of one shape.
         rows.append(_columns(
-            chat_id=chat_id, text=msg.text, community_id=None, thread_id=msg.thread_id,
-            user_id=msg.fold.user_id if msg.fold is not None else None,
-            reply_to_message_id=msg.reply_to_message_id, keyboard=msg.keyboard, photo=msg.photo, ref=ref,
-            dedup_key=None, pin=msg.pin, document_id=msg.document_id, fold=msg.fold, fallback=None, edit_of=None,
-            coalesce_key=msg.coalesce_key, edit_message_id=msg.edit_message_id,
-            document_name=doc.filename if doc else None, document=doc.data if doc else None,
+            chat_id=chat_id, community_id=None, ref=ref, dedup_key=None, fallback=None, edit_of=None,
+            edit_message_id=msg.edit_message_id, document_name=doc.filename if doc else None,
+            document=doc.data if doc else None, **_message_fields(msg),
         ))
     if rows:
         await session.execute(insert(Outbox.__table__), rows)

@@ -207,10 +207,9 @@ class Roles:
         return False
 
     async def prefetch_for(self, session: AsyncSession, user_id: int, community_id: int | None) -> None:
-        """Before an update's transaction opens: the admin lists its checks and alerts may need, those
-        of the member chats of the chat's community and of the user's communities."""
-        if await self.prefetch_known(user_id, community_id):
-            return
+        """Before an update's transaction opens, for a scope `prefetch_known` did not know: the admin
+        lists its checks and alerts may need, those of the member chats of the chat's community and
+        of the user's communities."""
         key = (user_id, community_id)
         mine = (
             select(Chat.community_id).join(ChatMember, ChatMember.chat_id == Chat.id)

@@ -44,8 +44,8 @@ _INBOX = InboxUpdate.__table__
 # One statement per dialect, made once and run for a batch's rows at a time (executemany): a
 # multi-row VALUES made per batch was compiled anew each time, at a cost above the insert's.
 _STORE = {
-    name: insert(_INBOX).on_conflict_do_nothing(index_elements=["update_id"]).returning(_INBOX.c.update_id)
-    for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+    name: make_insert(_INBOX).on_conflict_do_nothing(index_elements=["update_id"]).returning(_INBOX.c.update_id)
+    for name, make_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
 }
 
 
