@@ -141,6 +141,32 @@ def test_serials_are_the_wall_times_excel_numbers_across_a_clock_change() -> Non
     assert page.serials("at")[1] - page.serials("at")[0] == pytest.approx(2 / 24)  # 01:30 → 03:30 wall time
 
 
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Shanghai", "Australia/Lord_Howe", "Asia/Kathmandu"])
+def test_serials_of_sqlite_texts_are_the_same_floats_as_of_datetimes(zone: str) -> None:
+    """SQLite gives a time as SQLAlchemy's ISO text: read by its parts (a cached minute), it is the
+    same float as the datetime way, across clock changes (New York; Lord Howe's is half an hour) and
+    in local mean time, whose offset has seconds (Shanghai before 1901)."""
+    import random
+    from types import SimpleNamespace
+
+    from bot.services.ledger_export import DemandPage
+    from bot.ui.i18n import Translator
+
+    tz = ZoneInfo(zone)
+    rnd = random.Random(7)
+    starts = [datetime(2026, 3, 8, 6, 0, tzinfo=UTC), datetime(2026, 4, 4, 14, 0, tzinfo=UTC),
+              datetime(2026, 10, 3, 15, 0, tzinfo=UTC), datetime(1899, 12, 31, 0, 0, tzinfo=UTC),
+              datetime(2026, 11, 1, 5, 0, tzinfo=UTC)]
+    times = [s + timedelta(seconds=rnd.randrange(-7200, 7200), microseconds=rnd.randrange(1_000_000))
+             for s in starts for _ in range(400)] + [datetime(2026, 3, 8, 7, 0, tzinfo=UTC), None]
+    texts = [None if t is None else t.replace(tzinfo=None).isoformat(" ", "microseconds") for t in times]
+    by_text = DemandPage([SimpleNamespace(at=t) for t in texts], [], [], tz, Translator("zh"), {}).serials("at")
+    by_time = DemandPage([SimpleNamespace(at=t) for t in times], [], [], tz, Translator("zh"), {}).serials("at")
+    assert by_text == by_time
+    assert by_time == [None if t is None else (t.astimezone(tz).replace(tzinfo=None) - _EPOCH) / _DAY
+                       for t in times]
+
+
 def there(path: str) -> bool:
     return os.path.exists(path)
 
@@ -193,3 +219,60 @@ def test_the_writer_writes_what_the_frames_say_in_process(tmp_path) -> None:  # 
     assert not tmpdir.exists()
     assert list(load_workbook(io.BytesIO(out.getvalue()))["诉求"].iter_rows(values_only=True)) == [
         ("编号",), (1,), (2,)]
+
+
+def sheet_files(tmp_path, rows: list[tuple[object, ...]], fast: bool) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    """The workbook's files (but its creation time) after `rows` under a header, written by RowWriter
+    (fast) or cell by cell by XlsxWriter's write_row."""
+    import zipfile
+
+    from bot.services.ledger_workbook import Book
+
+    out, tmpdir = io.BytesIO(), tmp_path / ("fast" if fast else "slow")
+    tmpdir.mkdir()
+    book = Book(out, str(tmpdir))
+    book.handle(("sheet", "诉求", ["a", "b", "c", "d", "e"], [8, 18, 12, 0, 30], (1,)))
+    if fast:
+        book.handle(("rows", rows))
+        book.handle(("rows", rows[:3]))  # a second frame goes on where the first ended
+    else:
+        for i, values in enumerate(rows + rows[:3]):
+            book.sheet.ws.write_row(1 + i, 0, values)
+    book.handle(("sheet", "x", [], [], ()))
+    book.handle(("rows", [[1, "a"]]))
+    book.close()
+    z = zipfile.ZipFile(io.BytesIO(out.getvalue()))
+    return {n: z.read(n) for n in z.namelist() if n != "docProps/core.xml"}
+
+
+def test_plain_rows_are_written_as_xlsxwriter_writes_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """RowWriter's XML is XlsxWriter's own, byte for byte, for any mix of plain rows and the rows it
+    leaves to XlsxWriter (a bool, a date, a Styled, a Decimal, inf, a text past a cell's limit)."""
+    import random
+
+    from bot.services.ledger_workbook import Styled
+
+    rnd = random.Random(5)
+    pool = [None, "", "x", " lead", "trail ", "a&b<c>d \"q\"", "\x01ctl\x1f", "_x00aF_", "\ufffe", "中文 text", "\n",
+            "line\nline", "\u3000全角", 0, -5, 10**20, 3.5, 1e-9, 46000.25, float("inf"), float("nan"), True, False,
+            datetime(2026, 1, 2, 3, 4), date(2026, 1, 1), Decimal("1.5"), Styled(0.5, PERCENT_FORMAT),
+            Styled(None, PERCENT_FORMAT), "y" * 20000, "😀" * 17000]
+    plain = [v for v in pool if v.__class__ in (str, int, float, type(None))
+             and not (v.__class__ is float and v - v != 0) and not (v.__class__ is str and len(v) > 16000)]
+    for trial in range(60):
+        rows = [tuple(rnd.choice(plain if trial % 2 else pool) for _ in range(rnd.randint(1, 5)))
+                for _ in range(rnd.randint(3, 40))]
+        trial_dir = tmp_path / str(trial)
+        trial_dir.mkdir()
+        assert sheet_files(trial_dir, rows, True) == sheet_files(trial_dir, rows, False), rows
+
+
+async def test_a_text_like_xlsxwriters_rich_string_is_text() -> None:
+    """XlsxWriter writes a text "<r>…</r>" as raw XML (its rich strings): a resident's text must never
+    be, and RowWriter writes it as text."""
+    def write(book: _Book) -> None:
+        s = _Sheet(book, "诉求", ["内容"], [20])
+        s.append_many([("<r><t>x</t></r>",), ("<r>",)])
+
+    wb = load_workbook(io.BytesIO(await build(write)))
+    assert list(wb["诉求"].iter_rows(values_only=True)) == [("内容",), ("<r><t>x</t></r>",), ("<r>",)]
