@@ -2,8 +2,9 @@
 
 Writing the cells' XML and zipping it is about a third of a large export's CPU. In a process of its
 own it runs on another core while the bot reads and shapes the next rows, and the bot's event loop
-never waits on it. This module therefore imports nothing but the standard library and XlsxWriter: the child starts
-in a fraction of a second (the bot's own modules, SQLAlchemy and the models, take about ten times as long).
+never waits on it. This module therefore imports nothing but the standard library and XlsxWriter:
+the child starts in a fraction of a second (the bot's own modules, SQLAlchemy and the models, take
+about ten times as long).
 
     python -m bot.services.ledger_workbook TMPDIR < frames > workbook.xlsx
 
@@ -153,8 +154,8 @@ class RowWriter:
     """Rows of plain values straight into an XlsxWriter constant-memory sheet's row file.
 
     What XlsxWriter writes for such a row: `<row r="n">`, then each value that is not None as an
-    inline string or a number (an empty text is no cell, as None), the column's format (set_column) as its style, text with control
-    characters as _xHHHH_ escapes and XML's three escaped. One difference, on purpose: XlsxWriter
+    inline string or a number (an empty text is no cell, as None), the column's format (set_column)
+    as its style, text with control characters as _xHHHH_ escapes and XML's three escaped. One difference, on purpose: XlsxWriter
     writes a text that looks like "<r>…</r>" as raw XML (its rich strings), which a resident's text
     must never be; here it is text like any other. Any other row (a bool, a date, a Styled, a
     Decimal, a text too long for a cell, ...) goes through XlsxWriter's write_row.
@@ -167,7 +168,6 @@ class RowWriter:
         self.names = xl_col_to_name
         self.refs: list[str] = []  # column letters by index
         self.styles: dict[int, str] = {}  # column → ' s="n"' or "" (the column's format, on first use)
-        self.pending = False  # XlsxWriter holds a row of ours not yet in its row file
 
     def _style(self, col: int) -> str:
         info = self.ws.col_info.get(col)
@@ -223,8 +223,8 @@ class RowWriter:
             if t is str:
                 if len(v) > _HALF_MAX:  # XlsxWriter cuts a text past 32,767 UTF-16 units: its way
                     return None
-                if _SPECIAL.search(v):
-                    v = _escape_control(v)
+                if _SPECIAL.search(v):  # rare: XlsxWriter's own escape
+                    v = self.ws._escape_control_characters(v)
                 space = ' xml:space="preserve"' if v[0].isspace() or v[-1].isspace() else ""
                 if "&" in v or "<" in v or ">" in v:
                     v = v.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -246,17 +246,8 @@ class RowWriter:
 
 _BLANK = (None, "")
 _HALF_MAX = 32767 // 2  # shorter than this, a text cannot pass Excel's limit in UTF-16 units
-# XlsxWriter's escapes for a cell's text: "_xHHHH_" itself escaped, control characters and the two
-# non-characters as "_xHHHH_".
+# What XlsxWriter escapes in a cell's text: "_xHHHH_" itself, control characters, two non-characters.
 _SPECIAL = re.compile("[\x00-\x08\x0b-\x1f\ufffe\uffff]|_x[0-9a-fA-F]{4}_")
-_LITERAL = re.compile("(_x[0-9a-fA-F]{4}_)")
-_CONTROL_CHAR = re.compile("([\x00-\x08\x0b-\x1f])")
-
-
-def _escape_control(text: str) -> str:
-    text = _LITERAL.sub(r"_x005F\1", text)
-    text = _CONTROL_CHAR.sub(lambda m: f"_x{ord(m.group(1)):04X}_", text)
-    return text.replace("\ufffe", "_xFFFE_").replace("\uffff", "_xFFFF_")
 
 
 def read_frames(src: BinaryIO) -> Any:
