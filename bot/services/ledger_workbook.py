@@ -155,10 +155,11 @@ class RowWriter:
 
     What XlsxWriter writes for such a row: `<row r="n">`, then each value that is not None as an
     inline string or a number (an empty text is no cell, as None), the column's format (set_column)
-    as its style, text with control characters as _xHHHH_ escapes and XML's three escaped. One difference, on purpose: XlsxWriter
-    writes a text that looks like "<r>…</r>" as raw XML (its rich strings), which a resident's text
-    must never be; here it is text like any other. Any other row (a bool, a date, a Styled, a
-    Decimal, a text too long for a cell, ...) goes through XlsxWriter's write_row.
+    as its style, text with control characters as _xHHHH_ escapes and XML's three escaped. One
+    difference, on purpose: XlsxWriter writes a text that looks like "<r>…</r>" as raw XML (its
+    rich strings), which a resident's text must never be; here it is text like any other. Any other
+    row (a bool, a date, a Styled, a Decimal, a text too long for a cell, ...) goes through
+    XlsxWriter's write_row.
     """
 
     def __init__(self, ws: Any) -> None:
@@ -225,6 +226,7 @@ class RowWriter:
                     return None
                 if _SPECIAL.search(v):  # rare: XlsxWriter's own escape
                     v = self.ws._escape_control_characters(v)
+                # XlsxWriter's test (a regex's \s at either end), without two searches a cell.
                 space = ' xml:space="preserve"' if v[0].isspace() or v[-1].isspace() else ""
                 if "&" in v or "<" in v or ">" in v:
                     v = v.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
